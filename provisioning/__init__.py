@@ -1,0 +1,1 @@
+"""The booth's life outside a visit: set-up, identity, self-test and updates."""

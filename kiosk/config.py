@@ -663,7 +663,9 @@ def from_dict(data: Mapping[str, Any]) -> BoothConfig:
     ice = _ice_servers(root.data.get("ice_servers"), problems)
     hardware = _hardware(root.table("hardware"))
     timeouts = _timeouts(root.table("timeouts"))
-    emergency = _emergency(root.table("emergency"), site.languages)
+    # Staff text is checked against the site's languages only when those are valid.
+    languages_ok = not any(p.startswith("site.languages: ") for p in problems)
+    emergency = _emergency(root.table("emergency"), site.languages if languages_ok else None)
     updates = _updates(root.table("updates"))
     root.done()
     if problems:
@@ -768,3 +770,16 @@ def load(path: Path | str) -> BoothConfig:
             f"not UTF-8 text (line {line}, byte {exc.start}); save the file as UTF-8"
         ) from None
     return loads(document, where)
+
+
+def problem_report(error: ConfigError) -> list[str]:
+    """The lines to show a technician: a count naming the file, then one problem a line.
+
+    Shared by ``kiosk-provision check`` and the booth's start-up so both say the
+    same thing. Problems about the file itself already name it and stand alone.
+    """
+    problems = error.problems or ["unknown problem"]
+    if error.source and all(p.startswith(f"{error.source}: ") for p in problems):
+        return problems
+    count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
+    return [f"{error.source or 'configuration'}: {count}", *problems]

@@ -99,7 +99,9 @@ class Do(StrEnum):
     ALARM_ON = "alarm_on"
     ALARM_OFF = "alarm_off"
     ALERT_STAFF = "alert_staff"
-    TELL_CLINICIAN = "tell_clinician"  # detail: door_open, door_closed, emergency, emergency_cleared
+    TELL_CLINICIAN = (
+        "tell_clinician"  # detail: door_open, door_closed, emergency, emergency_cleared
+    )
     OPEN_DEVICES = "open_devices"
     CLOSE_DEVICES = "close_devices"
     JOIN_QUEUE = "join_queue"
@@ -368,7 +370,9 @@ def _go(target: State, *effects: Effect) -> Handler:
 
 
 def _start(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
-    lang = e.value if isinstance(e, Touch) and e.intent is Intent.LANGUAGE and e.value else b.language
+    lang = (
+        e.value if isinstance(e, Touch) and e.intent is Intent.LANGUAGE and e.value else b.language
+    )
     b = replace(b, language=lang, message=None, audio_only=False, muted=False)
     return _enter(b, State.NOTICE, [_fx(Do.BEGIN_VISIT), _fx(Do.OCCUPANCY_LIGHT_ON)])
 
@@ -439,13 +443,20 @@ def _network_gone_waiting(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
     return _wrap_up(b, Message.CONNECTION_LOST, [_fx(Do.LEAVE_QUEUE)])
 
 
-def _toggle(field_name: str, value: bool, do: Do) -> Handler:
+def _mute(muted: bool) -> Handler:
     def handler(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
-        if field_name == "audio_only" and not value and DeviceKind.CAMERA in b.missing:
-            return b, []  # no camera to turn back on
-        if getattr(b, field_name) == value:
+        if b.muted == muted:
             return b, []
-        return replace(b, **{field_name: value}), [_fx(do)]
+        return replace(b, muted=muted), [_fx(Do.MICROPHONE_OFF if muted else Do.MICROPHONE_ON)]
+
+    return handler
+
+
+def _camera(on: bool) -> Handler:
+    def handler(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
+        if b.audio_only != on or (on and DeviceKind.CAMERA in b.missing):
+            return b, []  # already so, or no camera to turn back on
+        return replace(b, audio_only=not on), [_fx(Do.CAMERA_ON if on else Do.CAMERA_OFF)]
 
     return handler
 
@@ -467,7 +478,9 @@ def _idle_reset(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
 
 
 def _wipe_done(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
-    fresh = replace(b, state=_idle_or_problem(b), resume=None, message=None, audio_only=False, muted=False)
+    fresh = replace(
+        b, state=_idle_or_problem(b), resume=None, message=None, audio_only=False, muted=False
+    )
     return fresh, [_fx(Do.OCCUPANCY_LIGHT_OFF)]
 
 
@@ -525,7 +538,10 @@ def _emergency_call_answer(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
 
 def _emergency_call_ended(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
     if b.resume in CALL_STATES:
-        return replace(b, resume=State.WRAP_UP, message=None), [_fx(Do.END_CALL), _fx(Do.CLOSE_DEVICES)]
+        return replace(b, resume=State.WRAP_UP, message=None), [
+            _fx(Do.END_CALL),
+            _fx(Do.CLOSE_DEVICES),
+        ]
     if b.resume is State.WAITING:
         return replace(b, resume=State.WRAP_UP), [_fx(Do.LEAVE_QUEUE), _fx(Do.CLOSE_DEVICES)]
     return b, []
@@ -534,44 +550,46 @@ def _emergency_call_ended(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
 def _emergency_wipe_done(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
     if b.resume is not State.WIPING:
         return b, []
-    return replace(b, resume=State.ATTRACT, audio_only=False, muted=False), [_fx(Do.OCCUPANCY_LIGHT_OFF)]
+    return replace(b, resume=State.ATTRACT, audio_only=False, muted=False), [
+        _fx(Do.OCCUPANCY_LIGHT_OFF)
+    ]
 
 
-I = Intent
+In = Intent
 S = State
 TABLE: dict[tuple[State, object], Handler] = {
     # state               trigger                         handler
-    (S.ATTRACT, I.START): _start,
-    (S.ATTRACT, I.LANGUAGE): _start,
+    (S.ATTRACT, In.START): _start,
+    (S.ATTRACT, In.LANGUAGE): _start,
     (S.ATTRACT, TechnicianUnlocked): _technician,
-    (S.NOTICE, I.LANGUAGE): _language,
-    (S.NOTICE, I.ACCEPT): _accept_notice,
+    (S.NOTICE, In.LANGUAGE): _language,
+    (S.NOTICE, In.ACCEPT): _accept_notice,
     (S.DOOR_CHECK, ClinicianAnswered): _answered_at_door,
     (S.DOOR_CHECK, CodeRefused): _code_refused,
     (S.DOOR_CHECK, CallEnded): _queue_dropped,
-    (S.CHECK_IN, I.APPOINTMENT): _to_device_check,
-    (S.CHECK_IN, I.WALK_IN): _to_device_check,
-    (S.DEVICE_CHECK, I.DEVICES_OK): _join(audio_only=False),
-    (S.DEVICE_CHECK, I.AUDIO_ONLY): _join(audio_only=True),
+    (S.CHECK_IN, In.APPOINTMENT): _to_device_check,
+    (S.CHECK_IN, In.WALK_IN): _to_device_check,
+    (S.DEVICE_CHECK, In.DEVICES_OK): _join(audio_only=False),
+    (S.DEVICE_CHECK, In.AUDIO_ONLY): _join(audio_only=True),
     (S.WAITING, ClinicianAnswered): _answered,
     (S.WAITING, CodeRefused): _code_refused,
     (S.WAITING, CallEnded): _queue_dropped,
-    (S.WAITING, I.CANCEL): _cancel,
+    (S.WAITING, In.CANCEL): _cancel,
     (S.WAITING, Timer.WAIT_LIMIT): _wait_limit,
     (S.WAITING, Timer.NETWORK_GRACE): _network_gone_waiting,
-    (S.IN_CALL, I.END_CALL): _end_call,
+    (S.IN_CALL, In.END_CALL): _end_call,
     (S.IN_CALL, CallEnded): _end_call,
     (S.IN_CALL, ClinicianAnswered): lambda b, e: (b, [_fx(Do.ACCEPT_CALL)]),
-    (S.IN_CALL, I.MUTE): _toggle("muted", True, Do.MICROPHONE_OFF),
-    (S.IN_CALL, I.UNMUTE): _toggle("muted", False, Do.MICROPHONE_ON),
-    (S.IN_CALL, I.CAMERA_OFF): _toggle("audio_only", True, Do.CAMERA_OFF),
-    (S.IN_CALL, I.CAMERA_ON): _toggle("audio_only", False, Do.CAMERA_ON),
+    (S.IN_CALL, In.MUTE): _mute(True),
+    (S.IN_CALL, In.UNMUTE): _mute(False),
+    (S.IN_CALL, In.CAMERA_OFF): _camera(False),
+    (S.IN_CALL, In.CAMERA_ON): _camera(True),
     (S.IN_CALL, Timer.NETWORK_GRACE): _network_gone,
-    (S.PRIVACY_PAUSE, I.END_CALL): _end_call,
+    (S.PRIVACY_PAUSE, In.END_CALL): _end_call,
     (S.PRIVACY_PAUSE, CallEnded): _end_call,
     (S.PRIVACY_PAUSE, ClinicianAnswered): lambda b, e: (b, [_fx(Do.ACCEPT_CALL)]),
     (S.PRIVACY_PAUSE, Timer.NETWORK_GRACE): _network_gone,
-    (S.WRAP_UP, I.DONE): _cancel,
+    (S.WRAP_UP, In.DONE): _cancel,
     (S.WRAP_UP, Timer.WRAP_UP): _cancel,
     (S.WIPING, WipeDone): _wipe_done,
     (S.EMERGENCY, EmergencyCleared): _clear_emergency,
@@ -581,18 +599,18 @@ TABLE: dict[tuple[State, object], Handler] = {
     (S.EMERGENCY, CallEnded): _emergency_call_ended,
     (S.EMERGENCY, WipeDone): _emergency_wipe_done,
     (S.OUT_OF_SERVICE, TechnicianUnlocked): _technician,
-    (S.TECHNICIAN, I.CLEAR_EMERGENCY): _clear_emergency,
+    (S.TECHNICIAN, In.CLEAR_EMERGENCY): _clear_emergency,
     (S.TECHNICIAN, EmergencyCleared): _clear_emergency,
-    (S.TECHNICIAN, I.EXIT_TECHNICIAN): _exit_technician,
+    (S.TECHNICIAN, In.EXIT_TECHNICIAN): _exit_technician,
 }
 # Rows every pre-call step shares: cancel, and the idle warning and reset.
 for _s in IDLE_STATES:
-    TABLE[(_s, I.CANCEL)] = _cancel
-    TABLE[(_s, I.STILL_HERE)] = _still_here
+    TABLE[(_s, In.CANCEL)] = _cancel
+    TABLE[(_s, In.STILL_HERE)] = _still_here
     TABLE[(_s, Timer.IDLE_WARNING)] = _idle_warning
     TABLE[(_s, Timer.IDLE_RESET)] = _idle_reset
-TABLE[(S.PRIVACY_PAUSE, I.MUTE)] = TABLE[(S.IN_CALL, I.MUTE)]
-TABLE[(S.PRIVACY_PAUSE, I.UNMUTE)] = TABLE[(S.IN_CALL, I.UNMUTE)]
+TABLE[(S.PRIVACY_PAUSE, In.MUTE)] = TABLE[(S.IN_CALL, In.MUTE)]
+TABLE[(S.PRIVACY_PAUSE, In.UNMUTE)] = TABLE[(S.IN_CALL, In.UNMUTE)]
 
 
 def _trigger(event: Event) -> object:
@@ -625,10 +643,16 @@ def _on_door(b: Booth, opened: bool) -> tuple[Booth, list[Effect]]:
     visit = b.visit_state
     if visit is State.IN_CALL and opened:
         fx = [_fx(Do.PAUSE_MEDIA), _fx(Do.TELL_CLINICIAN, "door_open")]
-        return (replace(b, resume=State.PRIVACY_PAUSE) if overlaid else replace(b, state=State.PRIVACY_PAUSE)), fx
+        return (
+            replace(b, resume=State.PRIVACY_PAUSE)
+            if overlaid
+            else replace(b, state=State.PRIVACY_PAUSE)
+        ), fx
     if visit is State.PRIVACY_PAUSE and not opened:
         fx = [_fx(Do.RESUME_MEDIA), _fx(Do.TELL_CLINICIAN, "door_closed")]
-        return (replace(b, resume=State.IN_CALL) if overlaid else replace(b, state=State.IN_CALL)), fx
+        return (
+            replace(b, resume=State.IN_CALL) if overlaid else replace(b, state=State.IN_CALL)
+        ), fx
     if opened and not overlaid and b.state in PRIVATE_PRE_CALL:
         return replace(b, state=State.DOOR_CHECK, resume=b.state), []
     if not opened and b.state is State.DOOR_CHECK:

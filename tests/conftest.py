@@ -21,7 +21,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hil",
         action="store_true",
         default=False,
-        help="run hardware-in-the-loop tests (only on a real booth: a Raspberry Pi with its devices)",
+        help="run hardware-in-the-loop tests (only on a real booth: a Raspberry Pi)",
     )
 
 

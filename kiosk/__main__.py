@@ -1,0 +1,100 @@
+"""``telehealth-kiosk``: start the booth.
+
+Exit codes: 0 after a clean stop, 2 for a bad command line or configuration,
+3 when the hardware cannot be opened. Errors are printed as plain lines for
+the technician; no traceback reaches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from kiosk import __version__, config, logs
+from kiosk.errors import ConfigError, HardwareError
+
+EXIT_CONFIG = 2
+EXIT_HARDWARE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="telehealth-kiosk",
+        description="Community telehealth booth: a private video visit with a clinician.",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=config.DEFAULT_PATH,
+        metavar="PATH",
+        help=f"booth configuration (default {config.DEFAULT_PATH})",
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="simulated hardware (gpiozero MockFactory, fake udev); same as KIOSK_HARDWARE=sim",
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window: simulator commands on stdin, JSON lines out (docs/simulator.md)",
+    )
+    p.add_argument(
+        "--safe-mode",
+        action="store_true",
+        help="out of service with 911/988 guidance; only the emergency path runs",
+    )
+    p.add_argument("--version", action="version", version=f"telehealth-kiosk {__version__}")
+    return p
+
+
+async def _serve(args: argparse.Namespace, cfg: config.BoothConfig) -> int:
+    from kiosk.app import BoothRuntime
+
+    runtime = BoothRuntime(cfg, simulate=args.simulate, safe_mode=args.safe_mode)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop, sig.name.lower())
+    try:
+        await runtime.start()
+        if args.headless:
+            if not runtime.simulated:
+                print(
+                    "telehealth-kiosk: --headless needs simulated hardware; add --simulate",
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
+            from kiosk import simulator
+
+            await simulator.run(runtime, simulator.stdin_lines(loop), sys.stdout)
+        else:
+            await runtime.wait_stopped()
+    except HardwareError as exc:
+        print(f"telehealth-kiosk: {exc}", file=sys.stderr)
+        return EXIT_HARDWARE
+    finally:
+        await runtime.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure_logging()
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        logs.log_event("config_invalid", problems=len(exc.problems))
+        for line in config.problem_report(exc):
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_serve(args, cfg))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Assembles a running booth: hardware backends, the controller, systemd.
+
+``--simulate`` (or ``KIOSK_HARDWARE=sim``, or ``backend = "sim"`` in the
+config) picks the simulated twins: gpiozero's own ``MockFactory`` under the
+real GPIO code, and a pipe-backed udev monitor. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+from hardware import udev
+from hardware.events import DeviceKind, HardwareFault
+from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
+from hardware.systemd import Notifier, Watchdog, watchdog_interval
+from kiosk import __version__, logs
+from kiosk.config import Backend, BoothConfig
+from kiosk.controller import Controller
+from kiosk.errors import HardwareError
+from kiosk.session import Booth, State, initial
+
+_log = logging.getLogger(__name__)
+STOP_DEADLINE = 4.0
+
+
+def pick_backend(config: BoothConfig, simulate: bool) -> Backend:
+    """Command line beats environment beats config file."""
+    if simulate:
+        return Backend.SIM
+    env = os.environ.get("KIOSK_HARDWARE", "").strip().lower()
+    if env in ("sim", "pi"):
+        return Backend(env)
+    return config.hardware.backend
+
+
+@dataclass
+class Simulation:
+    """The simulator's hands on the simulated hardware."""
+
+    wiring: SimulatedWiring
+    monitor: udev.FakeMonitor
+
+
+class BoothRuntime:
+    """One booth on one event loop: start, run until asked to stop, stop within seconds."""
+
+    def __init__(
+        self, config: BoothConfig, *, simulate: bool = False, safe_mode: bool = False
+    ) -> None:
+        self.config = config
+        self.backend = pick_backend(config, simulate)
+        self.safe_mode = safe_mode
+        self.notifier = Notifier()
+        self.gpio: BoothGpio | None = None
+        self.watcher: udev.HotplugWatcher | None = None
+        self.watchdog: Watchdog | None = None
+        self.simulation: Simulation | None = None
+        self.controller: Controller | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> Controller:
+        """Open hardware, start the controller, tell systemd we are ready."""
+        loop = asyncio.get_running_loop()
+        logs.log_event(
+            "booth_started",
+            version=__version__,
+            backend=self.backend.value,
+            simulate=self.simulated,
+        )
+        booth = initial(self.config.site.default_language)
+        controller = Controller(self.config, _LateOutputs(self), booth=booth)
+        self.controller = controller
+        self._run_task = asyncio.create_task(controller.run())
+        controller.state_listeners.append(self._on_state)
+
+        factory = make_mock_factory(self.config.hardware) if self.simulated else None
+        self.gpio = BoothGpio(self.config.hardware, controller.post, loop, pin_factory=factory)
+        self.gpio.start()
+
+        if self.simulated:
+            assert factory is not None
+            monitor = udev.FakeMonitor()
+            self.simulation = Simulation(SimulatedWiring(factory, self.config.hardware), monitor)
+            self.watcher = udev.HotplugWatcher(monitor, controller.post, loop)
+        else:
+            self._seed_devices(controller)
+            try:
+                self.watcher = udev.HotplugWatcher.for_system(controller.post, loop)
+            except HardwareError as exc:
+                _log.warning("%s", exc)
+        if self.watcher is not None:
+            self.watcher.start()
+
+        if self.safe_mode:
+            controller.post(HardwareFault("booth", "safe_mode"))
+        interval = watchdog_interval()
+        if interval is not None:
+            self.watchdog = Watchdog(
+                self.notifier, interval, loop, healthy=lambda: controller.healthy
+            )
+            self.watchdog.start()
+        await controller.settle()
+        self.notifier.ready(f"{controller.booth.state.value}")
+        return controller
+
+    @property
+    def simulated(self) -> bool:
+        return self.backend is Backend.SIM
+
+    def _seed_devices(self, controller: Controller) -> None:
+        present = udev.present_devices()
+        if not present:
+            return  # udev unusable: do not declare everything missing on no evidence
+        missing = {DeviceKind.CAMERA, DeviceKind.MICROPHONE, DeviceKind.SPEAKER} - present
+        controller.booth = _with_devices(
+            controller.booth, frozenset(missing), DeviceKind.HEADSET in present
+        )
+
+    def _on_state(self, before: Booth, after: Booth) -> None:
+        if after.state is not before.state:
+            self.notifier.status(after.state.value)
+
+    def request_stop(self, reason: str = "signal") -> None:
+        """SIGTERM lands here: tell systemd, then wind down on the loop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        logs.log_event("booth_stopping", reason=reason)
+        self.notifier.stopping()
+        if self.controller is not None:
+            self.controller.stop()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        """Release hardware in reverse order; bounded so systemd never has to kill us."""
+        self.request_stop("closing")
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self._run_task is not None:
+            try:
+                await asyncio.wait_for(self._run_task, STOP_DEADLINE)
+            except (TimeoutError, asyncio.CancelledError):
+                _log.warning("controller did not stop in time")
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.simulation is not None:
+            self.simulation.monitor.close()
+        if self.gpio is not None:
+            self.gpio.close()
+
+
+def _with_devices(booth: Booth, missing: frozenset[DeviceKind], headset: bool) -> Booth:
+    from dataclasses import replace
+
+    b = replace(booth, missing=missing, headset=headset)
+    if b.state is State.ATTRACT and b.problem:
+        b = replace(b, state=State.OUT_OF_SERVICE)
+    return b
+
+
+class _LateOutputs:
+    """Lights and alarm, bound late: the controller exists before the GPIO it drives."""
+
+    def __init__(self, runtime: BoothRuntime) -> None:
+        self._runtime = runtime
+
+    def set_occupancy_light(self, on: bool) -> None:
+        if self._runtime.gpio is not None:
+            self._runtime.gpio.set_occupancy_light(on)
+
+    def set_alarm(self, on: bool) -> None:
+        if self._runtime.gpio is not None:
+            self._runtime.gpio.set_alarm(on)

@@ -1,0 +1,120 @@
+"""Narrated demo: run the headless booth simulator through a scripted visit.
+
+Each command from examples/demo-scenario.txt is shown, sent to the booth,
+and what the booth did in answer (its JSON lines) is printed beneath it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "examples" / "demo-scenario.txt"
+CONFIG = ROOT / "examples" / "demo-booth.toml"
+BOOTH = ROOT / ".venv" / "bin" / "telehealth-kiosk"
+
+BOLD, DIM, RED, RESET = (
+    ("\033[1m", "\033[2m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 4
+)
+
+INTRO = f"""{BOLD}Telehealth booth: simulated hardware, headless{RESET}
+
+The booth below runs its real code: configuration, the visit state machine,
+the controller and the gpiozero door sensor, emergency button, lights and
+buzzer on gpiozero's MockFactory pins. Commands press those pins the way a
+resident would. Each line the booth prints is JSON: a state change or an
+effect it carried out (lights, alarm, call engine, timers).
+The scenario is {SCENARIO.relative_to(ROOT)}; the commands are in docs/simulator.md.
+Run it yourself:
+  .venv/bin/telehealth-kiosk --simulate --headless --config {CONFIG.relative_to(ROOT)}
+"""
+
+
+def show(line: str) -> None:
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        print(f"      {line}")
+        return
+    kind = msg.get("type")
+    if kind == "state":
+        print(f"      {BOLD}state{RESET}  {msg['previous']} -> {BOLD}{msg['state']}{RESET}")
+    elif kind == "effect":
+        detail = f" ({msg['detail']})" if "detail" in msg else ""
+        colour = RED if msg["effect"].startswith("alarm") else ""
+        print(f"      {colour}effect {msg['effect']}{detail}{RESET}")
+    elif kind == "error":
+        print(f"      {RED}error  {msg['error']}{RESET}")
+    else:
+        print(f"      {DIM}{line}{RESET}")
+
+
+class Reader:
+    """Lines from the booth's stdout, read unbuffered so select() sees every one."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.fd, selectors.EVENT_READ)
+        self.pending = b""
+        self.closed = False
+
+    def drain(self, quiet: float) -> None:
+        """Print what the booth says until it has been quiet for ``quiet`` seconds."""
+        deadline = time.monotonic() + quiet
+        while not self.closed and time.monotonic() < deadline:
+            if not self.sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.closed = True
+            self.pending += chunk
+            *lines, self.pending = self.pending.split(b"\n")
+            for line in lines:
+                show(line.decode("utf-8", "replace"))
+            deadline = time.monotonic() + quiet
+
+
+def main() -> int:
+    print(INTRO)
+    env = dict(os.environ, KIOSK_HARDWARE="sim")
+    proc = subprocess.Popen(
+        [str(BOOTH), "--simulate", "--headless", "--config", str(CONFIG)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdin is not None
+    reader = Reader(proc)
+    reader.drain(1.0)
+    for raw in SCENARIO.read_text().splitlines():
+        if raw.startswith("##"):
+            print(f"\n{BOLD}{raw.lstrip('# ')}{RESET}")
+            continue
+        command = raw.split("#", 1)[0].strip()
+        if not command:
+            continue
+        print(f"  {DIM}>{RESET} {command}")
+        proc.stdin.write(command.encode() + b"\n")
+        proc.stdin.flush()
+        if command == "quit":
+            break
+        wait = float(command.split()[1]) if command.startswith("wait ") else 0.0
+        reader.drain(wait + 0.3)
+    proc.stdin.close()
+    reader.drain(1.0)
+    code = proc.wait(timeout=10)
+    print(f"\nThe booth stopped with exit code {code}.")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""``kiosk-provision check``: OK for a good file, every problem for a bad one,
+and a plain message, never a traceback, for anything else it is given."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioning import cli
+from provisioning.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+BOOTH_TOML = EXAMPLES / "booth.toml"
+
+BAD = """\
+[booth]
+id = "riverside-library-1"
+name = "Riverside Library, Booth 1"
+
+[site]
+name = "Riverside Public Library"
+street_address = "100 Example Street, Riverside, CA 92501"
+time_zone = "Mars/Olympus"
+
+[hub]
+url = "wss://hub.example.org/booth"
+certificate_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[hardware.pins]
+door = "GPIO99"
+emergency_button = 22
+occupancy_light = 5
+alarm_light = 6
+buzzer = 13
+"""
+BAD_PROBLEMS = [
+    "site.room: required (where in the building the booth stands)",
+    'site.time_zone: must be an IANA time zone such as "America/Chicago", not "Mars/Olympus"',
+    'hardware.pins.door: must be a GPIO number 0-27, not "GPIO99"',
+]
+
+
+@pytest.fixture
+def bad_file(tmp_path: Path) -> Path:
+    path = tmp_path / "booth.toml"
+    path.write_text(BAD, encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_example_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "check", str(BOOTH_TOML)) == (0, "OK\n", "")
+
+
+def test_demo_example_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "check", str(EXAMPLES / "demo-booth.toml")) == (0, "OK\n", "")
+
+
+def test_bad_file_lists_every_problem(capsys: pytest.CaptureFixture[str], bad_file: Path) -> None:
+    code, out, err = run(capsys, "check", str(bad_file))
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [f"{bad_file}: 3 problems", *BAD_PROBLEMS]
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "booth.toml"
+    code, out, err = run(capsys, "check", str(path))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"{path}: no such file; check the path, or copy examples/booth.toml there and edit it\n"
+    )
+
+
+def test_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "check", str(tmp_path))
+    assert code == 1
+    assert err.startswith(f"{tmp_path}: is a folder")
+
+
+def test_binary_garbage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "booth.toml"
+    path.write_bytes(bytes(range(256)) * 4)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith(f"{path}: ")
+
+
+def test_toml_syntax_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "booth.toml"
+    path.write_text("[hardware.pins]\ndoor = GPIO17\n", encoding="utf-8")
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 1
+    assert err.startswith(f"{path}: not valid TOML: Invalid value (at line 2, column 8)")
+
+
+def test_permission_denied(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root reads anything, so the refusal is simulated where the file is opened."""
+    path = tmp_path / "booth.toml"
+    path.write_text("", encoding="utf-8")
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", refuse)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 1
+    assert err == f"{path}: cannot be read (permission denied); check its owner and permissions\n"
+
+
+def test_check_defaults_to_the_booth_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = tmp_path / "booth.toml"
+    shutil.copy(BOOTH_TOML, default)
+    monkeypatch.setattr(cli, "DEFAULT_PATH", default)
+    assert run(capsys, "check") == (0, "OK\n", "")
+
+
+def test_ctrl_c_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load", interrupted)
+    assert run(capsys, "check", str(BOOTH_TOML)) == (130, "", "kiosk-provision: interrupted\n")
+
+
+def test_a_bug_is_reported_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "load", broken)
+    code, out, err = run(capsys, "check", str(BOOTH_TOML))
+    assert (code, out) == (70, "")
+    assert err.startswith("kiosk-provision: internal error (RuntimeError: boom); this is a bug")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "check", str(BOOTH_TOML)])
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [([], 2), (["bogus"], 2), (["check", "a", "b"], 2), (["--help"], 0), (["--version"], 0)],
+)
+def test_usage(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> None:
+    assert run(capsys, *argv)[0] == code
+
+
+# ------------------------------------------------- the installed command
+
+
+def _installed() -> str:
+    beside_python = Path(sys.executable).parent / "kiosk-provision"
+    found = str(beside_python) if beside_python.exists() else shutil.which("kiosk-provision")
+    if found is None:
+        pytest.fail("kiosk-provision is not installed; run `pip install -e .` in the venv")
+    return found
+
+
+def _run_installed(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [_installed(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def test_installed_command_ok() -> None:
+    result = _run_installed("check", str(BOOTH_TOML))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "OK\n", "")
+
+
+def test_installed_command_lists_problems(bad_file: Path) -> None:
+    result = _run_installed("check", str(bad_file))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [f"{bad_file}: 3 problems", *BAD_PROBLEMS]
+
+
+def test_installed_command_does_not_hang_on_a_fifo(tmp_path: Path) -> None:
+    """A FIFO nobody writes to must be refused, not read forever (the timeout catches a hang)."""
+    fifo = tmp_path / "booth.toml"
+    os.mkfifo(fifo)
+    result = _run_installed("check", str(fifo))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{fifo}: is not a regular file")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hardware import udev
 from hardware.events import DeviceKind, HardwareFault
@@ -20,7 +20,7 @@ from kiosk import __version__, logs
 from kiosk.config import Backend, BoothConfig
 from kiosk.controller import Controller
 from kiosk.errors import HardwareError
-from kiosk.session import Booth, State, initial
+from kiosk.session import Booth, initial
 
 _log = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0
@@ -112,13 +112,13 @@ class BoothRuntime:
         return self.backend is Backend.SIM
 
     def _seed_devices(self, controller: Controller) -> None:
-        present = udev.present_devices()
-        if not present:
-            return  # udev unusable: do not declare everything missing on no evidence
-        missing = {DeviceKind.CAMERA, DeviceKind.MICROPHONE, DeviceKind.SPEAKER} - present
-        controller.booth = _with_devices(
-            controller.booth, frozenset(missing), DeviceKind.HEADSET in present
-        )
+        """Note a headset plugged in before start; built-in devices are assumed present.
+
+        udev never reports a Pi (CSI) camera or an onboard speaker as such, so
+        absence at start proves nothing; only a removal event marks a device gone.
+        """
+        if DeviceKind.HEADSET in udev.present_devices():
+            controller.booth = replace(controller.booth, headset=True)
 
     def _on_state(self, before: Booth, after: Booth) -> None:
         if after.state is not before.state:
@@ -153,15 +153,6 @@ class BoothRuntime:
             self.simulation.monitor.close()
         if self.gpio is not None:
             self.gpio.close()
-
-
-def _with_devices(booth: Booth, missing: frozenset[DeviceKind], headset: bool) -> Booth:
-    from dataclasses import replace
-
-    b = replace(booth, missing=missing, headset=headset)
-    if b.state is State.ATTRACT and b.problem:
-        b = replace(b, state=State.OUT_OF_SERVICE)
-    return b
 
 
 class _LateOutputs:

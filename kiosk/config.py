@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import stat
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from kiosk import technician
 from kiosk.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/telehealth-kiosk/booth.toml")
@@ -38,6 +40,10 @@ SHIPPED_LANGUAGES = ("en", "es")
 GPIO_MAX = 27
 # A booth file is a few kilobytes; anything this big is the wrong file.
 MAX_FILE_BYTES = 1 << 20
+# The panels booths are built with; the last is the Touch Display 2 upright.
+DISPLAY_SIZES = ("800x480", "1024x600", "1280x720", "720x1280")
+DISPLAY_SIDE_PX = (240, 3840)
+MM_PER_INCH = 25.4
 
 T = TypeVar("T")
 
@@ -150,6 +156,64 @@ class Updates:
 
 
 @dataclass(frozen=True)
+class Display:
+    """The touch screen: its size turns the theme's millimetres into pixels.
+
+    ``high_contrast``, ``large_text`` and ``read_aloud`` are what each visit
+    starts with; residents can change them for their own visit.
+    """
+
+    size: str = "800x480"
+    diagonal_inches: float = 7.0
+    high_contrast: bool = False
+    large_text: bool = False
+    read_aloud: bool = False
+    maxfps: int = 20
+
+    @property
+    def width(self) -> int:
+        return int(self.size.partition("x")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.size.partition("x")[2])
+
+    @property
+    def portrait(self) -> bool:
+        return self.height > self.width
+
+    @property
+    def px_per_mm(self) -> float:
+        """Pixels per millimetre on the glass, assuming square pixels."""
+        return math.hypot(self.width, self.height) / (self.diagonal_inches * MM_PER_INCH)
+
+    def px(self, mm: float) -> int:
+        """Whole pixels for a length on the glass, rounded up so a target is never smaller."""
+        return max(0, math.ceil(mm * self.px_per_mm - 1e-9))
+
+
+@dataclass(frozen=True)
+class Technician:
+    """Technician mode behind a PIN; ``pin_hash`` None means it cannot be unlocked on screen."""
+
+    pin_hash: str | None = None
+    lockout_minutes: float = 5.0
+    max_attempts: int = 3
+
+    @property
+    def lockout_seconds(self) -> float:
+        return self.lockout_minutes * 60
+
+    def __repr__(self) -> str:
+        # Not the PIN, but a 4-digit PIN falls to anyone holding its hash: keep it out of logs.
+        shown = "None" if self.pin_hash is None else "'scrypt$…'"
+        return (
+            f"Technician(pin_hash={shown}, lockout_minutes={self.lockout_minutes!r}, "
+            f"max_attempts={self.max_attempts!r})"
+        )
+
+
+@dataclass(frozen=True)
 class BoothConfig:
     booth: BoothIdentity
     site: Site
@@ -159,6 +223,8 @@ class BoothConfig:
     timeouts: Timeouts
     emergency: Emergency
     updates: Updates
+    display: Display = field(default_factory=Display)
+    technician: Technician = field(default_factory=Technician)
 
 
 # ---------------------------------------------------------------- validation
@@ -243,6 +309,25 @@ def number(lo: float, hi: float, unit: str = "seconds") -> Parser[float]:
         return float(value)
 
     return parse
+
+
+def whole_number(lo: int, hi: int, unit: str) -> Parser[int]:
+    """An integer within ``lo``-``hi``; 20.0 is refused, as for GPIO numbers."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _InvalidValueError(
+                f"must be a whole number of {unit} {lo}-{hi}, not {_show(value)}"
+            )
+        return value
+
+    return parse
+
+
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _InvalidValueError(f"must be true or false (without quotes), not {_show(value)}")
+    return value
 
 
 def gpio(value: Any) -> int:
@@ -636,6 +721,57 @@ def _emergency(s: _Section, languages: tuple[str, ...] | None) -> Emergency:
     return out
 
 
+def screen_size(value: Any) -> str:
+    """A panel size "WIDTHxHEIGHT" in pixels, as the panel is mounted (portrait if taller)."""
+    lo, hi = DISPLAY_SIDE_PX
+    m = re.fullmatch(r"(\d{1,5})[xX](\d{1,5})", value.strip()) if isinstance(value, str) else None
+    if m is None or not all(lo <= int(side) <= hi for side in m.groups()):
+        listed = ", ".join(json.dumps(size) for size in DISPLAY_SIZES)
+        raise _InvalidValueError(
+            f'must be a screen size "WIDTHxHEIGHT" in pixels such as {listed} '
+            f"(each side {lo}-{hi}), not {_show(value)}"
+        )
+    return f"{int(m[1])}x{int(m[2])}"
+
+
+def pin_hash(value: Any) -> str:
+    """An scrypt PIN hash; the value is never shown back, as it may be a PIN typed in by mistake."""
+    if not isinstance(value, str):
+        raise _InvalidValueError(
+            f"must be text in quotes: a PIN hash as printed by `{technician.HASH_PIN_COMMAND}`"
+        )
+    try:
+        technician.decode_pin_hash(value)
+    except ValueError as exc:
+        raise _InvalidValueError(str(exc)) from None
+    return value.strip().lower()
+
+
+def _display(s: _Section) -> Display:
+    d = Display()
+    out = Display(
+        size=s.get("size", screen_size, d.size),
+        diagonal_inches=s.get("diagonal_inches", number(5, 32, "inches"), d.diagonal_inches),
+        high_contrast=s.get("high_contrast", flag, d.high_contrast),
+        large_text=s.get("large_text", flag, d.large_text),
+        read_aloud=s.get("read_aloud", flag, d.read_aloud),
+        maxfps=s.get("maxfps", whole_number(5, 60, "frames a second"), d.maxfps),
+    )
+    s.done()
+    return out
+
+
+def _technician(s: _Section) -> Technician:
+    d = Technician()
+    out = Technician(
+        pin_hash=s.get("pin_hash", pin_hash, d.pin_hash),
+        lockout_minutes=s.get("lockout_minutes", number(1, 1440, "minutes"), d.lockout_minutes),
+        max_attempts=s.get("max_attempts", whole_number(1, 10, "attempts"), d.max_attempts),
+    )
+    s.done()
+    return out
+
+
 def _updates(s: _Section) -> Updates:
     d = Updates()
     out = Updates(
@@ -667,10 +803,12 @@ def from_dict(data: Mapping[str, Any]) -> BoothConfig:
     languages_ok = not any(p.startswith("site.languages: ") for p in problems)
     emergency = _emergency(root.table("emergency"), site.languages if languages_ok else None)
     updates = _updates(root.table("updates"))
+    display = _display(root.table("display"))
+    tech = _technician(root.table("technician"))
     root.done()
     if problems:
         raise ConfigError(problems)
-    return BoothConfig(booth, site, hub, ice, hardware, timeouts, emergency, updates)
+    return BoothConfig(booth, site, hub, ice, hardware, timeouts, emergency, updates, display, tech)
 
 
 def _syntax_problem(document: str, source: str, exc: tomllib.TOMLDecodeError) -> str:

@@ -1,7 +1,9 @@
 """``kiosk-provision``: the technician's tool for setting up and checking a booth.
 
-Each subcommand is a :class:`Command`: a name, a help line, a function that
-adds its arguments and a function that runs it and returns the exit code.
+Subcommands: ``check`` (validate a booth file) and ``hash-pin`` (make the
+technician PIN's ``pin_hash`` line). Each is a :class:`Command`: a name, a
+help line, a function that adds its arguments and a function that runs it and
+returns the exit code.
 Later subcommands (install, init, enroll, selftest, status, reset) are added
 to :data:`COMMANDS` the same way.
 
@@ -16,8 +18,10 @@ Exit codes: 0 all well; 1 problems found (listed on stderr); 2 wrong usage;
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ from pathlib import Path
 from kiosk import __version__
 from kiosk.config import DEFAULT_PATH, load, problem_report
 from kiosk.errors import ConfigError, KioskError
+from kiosk.technician import PIN_MAX_DIGITS, PIN_MIN_DIGITS, hash_pin, pin_is_guessable, pin_problem
 
 PROG = "kiosk-provision"
 EXIT_OK = 0
@@ -64,6 +69,72 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _PinRefusedError(Exception):
+    """The PIN could not be read or is not a usable PIN; the message says why."""
+
+
+def _hash_pin_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read the PIN from the first line of standard input instead of asking twice",
+    )
+
+
+def _ask_pin(prompt: str) -> str:
+    """Read a PIN without showing it; refuse rather than echo it when there is no terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except getpass.GetPassWarning:
+            raise _PinRefusedError(
+                "no terminal to type the PIN into without showing it; "
+                "run this in a terminal, or pipe the PIN in with --stdin"
+            ) from None
+        except EOFError:
+            raise _PinRefusedError("no PIN given") from None
+
+
+def _read_pin(from_stdin: bool) -> str:
+    if from_stdin:
+        try:
+            pin = sys.stdin.readline().strip()
+        except UnicodeDecodeError:
+            raise _PinRefusedError("a PIN must be digits 0-9 only") from None
+        if not pin:
+            raise _PinRefusedError("no PIN on standard input")
+        return pin
+    digits = f"{PIN_MIN_DIGITS}-{PIN_MAX_DIGITS} digits"
+    pin = _ask_pin(f"New technician PIN ({digits}): ").strip()
+    problem = pin_problem(pin)
+    if problem is not None:
+        raise _PinRefusedError(problem)
+    if _ask_pin("The same PIN again: ").strip() != pin:
+        raise _PinRefusedError("the two PINs differ")
+    return pin
+
+
+def _hash_pin(args: argparse.Namespace) -> int:
+    """Print the ``pin_hash`` line for a new technician PIN; the PIN itself is never shown."""
+    try:
+        pin = _read_pin(args.stdin)
+        problem = pin_problem(pin)
+        if problem is not None:
+            raise _PinRefusedError(problem)
+    except _PinRefusedError as exc:
+        _err(f"{PROG} hash-pin: {exc}; nothing was printed")
+        return EXIT_PROBLEMS
+    if pin_is_guessable(pin):
+        _err(
+            f"{PROG} hash-pin: warning: this PIN is among the first a stranger would try; "
+            "a less obvious one is safer"
+        )
+    print(f'pin_hash = "{hash_pin(pin)}"')
+    _err(f"Paste that line into the [technician] section of {DEFAULT_PATH}.")
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: how it reads its arguments and what it does."""
@@ -80,6 +151,13 @@ COMMANDS: tuple[Command, ...] = (
         "check a booth configuration file; prints OK, or every problem with its key",
         _check_args,
         _check,
+    ),
+    Command(
+        "hash-pin",
+        "make the technician PIN's pin_hash line for the booth file "
+        f"(asks for a PIN of {PIN_MIN_DIGITS}-{PIN_MAX_DIGITS} digits twice)",
+        _hash_pin_args,
+        _hash_pin,
     ),
 )
 

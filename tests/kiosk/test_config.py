@@ -23,10 +23,12 @@ from kiosk.config import (
     BoothConfig,
     Contact,
     Contacts,
+    Display,
     Emergency,
     Hardware,
     MaintenanceWindow,
     Pins,
+    Technician,
     Timeouts,
     Updates,
     from_dict,
@@ -35,11 +37,13 @@ from kiosk.config import (
     problem_report,
 )
 from kiosk.errors import ConfigError
+from kiosk.technician import hash_pin, verify_pin
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BOOTH_TOML = EXAMPLES / "booth.toml"
 DEMO_TOML = EXAMPLES / "demo-booth.toml"
 FINGERPRINT = "ab" * 32
+PIN_HASH = hash_pin("7391", salt=bytes(16))
 
 # A problem line starts with a key path: bare or "quoted" keys joined by dots,
 # with [i] after an array of tables, then ": ".
@@ -121,6 +125,16 @@ def test_booth_example_loads_with_the_default_pin_map() -> None:
     assert cfg.emergency.emergency_number == "911"
     assert cfg.emergency.crisis_number == "988"
     assert set(cfg.emergency.staff) == set(cfg.site.languages)
+    assert cfg.display == Display()
+    assert cfg.technician == Technician()
+
+
+def test_booth_example_ships_no_pin() -> None:
+    """A PIN hash in the example would be the same known PIN on every booth copied from it."""
+    assert load(BOOTH_TOML).technician.pin_hash is None
+    text = BOOTH_TOML.read_text(encoding="utf-8")
+    assert re.search(r"(?m)^# pin_hash = ", text)
+    assert "kiosk-provision hash-pin" in text
 
 
 def test_demo_example_is_simulated_local_and_fast() -> None:
@@ -131,6 +145,15 @@ def test_demo_example_is_simulated_local_and_fast() -> None:
     assert cfg.hardware.pins.emergency_button_supervision == 23
     assert cfg.timeouts.idle_warning_seconds == 10
     assert cfg.timeouts.longest_wait_seconds < Timeouts().longest_wait_seconds
+    assert cfg.display.size == "720x1280" and cfg.display.portrait
+    assert cfg.technician.lockout_minutes == 1
+
+
+def test_demo_pin_is_the_documented_one() -> None:
+    cfg = load(DEMO_TOML)
+    assert cfg.technician.pin_hash is not None
+    assert "The demo PIN is 2468." in DEMO_TOML.read_text(encoding="utf-8")
+    assert verify_pin("2468", cfg.technician.pin_hash)
 
 
 def test_booth_example_documents_every_key() -> None:
@@ -147,12 +170,15 @@ def test_booth_example_documents_every_key() -> None:
         "timeouts": Timeouts,
         "emergency": Emergency,
         "updates": Updates,
+        "display": Display,
+        "technician": Technician,
     }
     keys = {f.name for cls in sections.values() for f in dataclasses.fields(cls)}
     keys -= {"pins", "contacts"}  # tables, checked by their own headers
     missing = [k for k in sorted(keys) if not re.search(rf"(?m)^\s*#?\s*{k}\s*=", text)]
     assert missing == []
-    for header in ("[booth]", "[site]", "[hub]", "[[ice_servers]]", "[hardware]"):
+    headers = ("[booth]", "[site]", "[hub]", "[[ice_servers]]", "[hardware]", "[display]")
+    for header in (*headers, "[technician]"):
         assert header in text
     assert "[hardware.pins]" in text and "[hardware.contacts]" in text
     assert re.search(r"(?m)^# door_supervision = \d+", text), "supervision pins commented out"
@@ -211,6 +237,76 @@ def test_update_defaults() -> None:
     up = from_dict(minimal()).updates
     assert up.channel == "stable"
     assert up.maintenance_window == MaintenanceWindow(time(2, 0), time(5, 0))
+
+
+def test_display_defaults_to_the_7_inch_touch_display() -> None:
+    display = from_dict(minimal()).display
+    assert display == Display(
+        size="800x480",
+        diagonal_inches=7.0,
+        high_contrast=False,
+        large_text=False,
+        read_aloud=False,
+        maxfps=20,
+    )
+    assert (display.width, display.height, display.portrait) == (800, 480, False)
+
+
+def test_technician_defaults_to_no_pin() -> None:
+    tech = from_dict(minimal()).technician
+    assert tech == Technician(pin_hash=None, lockout_minutes=5, max_attempts=3)
+    assert tech.lockout_seconds == 300
+
+
+def test_display_settings_are_read() -> None:
+    data = put(minimal(), "display", {"size": "720x1280", "diagonal_inches": 7})
+    put(data, "display.high_contrast", True)
+    put(data, "display.large_text", True)
+    put(data, "display.read_aloud", True)
+    put(data, "display.maxfps", 60)
+    display = from_dict(data).display
+    assert display == Display("720x1280", 7.0, True, True, True, 60)
+    assert (display.width, display.height, display.portrait) == (720, 1280, True)
+
+
+@pytest.mark.parametrize(
+    ("size", "diagonal", "px_per_mm"),
+    [
+        ("800x480", 7.0, 5.247),  # Raspberry Pi Touch Display
+        ("720x1280", 7.0, 8.260),  # Touch Display 2, upright
+        ("1024x600", 7.0, 6.675),
+        ("1280x720", 10.1, 5.725),
+        ("1920x1080", 21.5, 4.034),
+    ],
+)
+def test_pixels_per_millimetre(size: str, diagonal: float, px_per_mm: float) -> None:
+    display = Display(size=size, diagonal_inches=diagonal)
+    assert display.px_per_mm == pytest.approx(px_per_mm, abs=0.001)
+
+
+def test_px_rounds_up_so_targets_are_never_smaller() -> None:
+    display = Display()  # 5.247 px/mm
+    assert display.px(20.0) == 105  # 104.9 rounded up
+    assert display.px(0) == 0
+    assert display.px(-3) == 0
+    assert display.px(20.0) / display.px_per_mm >= 20.0
+    assert Display(size="720x1280").px(20.0) == 166  # 165.2 rounded up
+
+
+def test_size_is_tidied() -> None:
+    assert from_dict(put(minimal(), "display.size", " 1024X600 ")).display.size == "1024x600"
+
+
+def test_pin_hash_is_read_and_tidied() -> None:
+    cfg = from_dict(put(minimal(), "technician.pin_hash", f"  {PIN_HASH.upper()} "))
+    assert cfg.technician.pin_hash == PIN_HASH
+
+
+def test_pin_hash_stays_out_of_reprs() -> None:
+    cfg = from_dict(put(minimal(), "technician.pin_hash", PIN_HASH))
+    assert PIN_HASH.split("$")[-1] not in repr(cfg)
+    assert "pin_hash='scrypt$…'" in repr(cfg.technician)
+    assert "pin_hash=None" in repr(Technician())
 
 
 def test_config_is_frozen() -> None:
@@ -465,6 +561,82 @@ def test_bad_maintenance_window(window: object, expected: str) -> None:
     assert only_problem(data).startswith(f"updates.maintenance_window: {expected}")
 
 
+@pytest.mark.parametrize(
+    "size", ["800*480", "800x", "big", "100x480", "800x5000", "-800x480", "800x480x2", 800, ""]
+)
+def test_bad_display_size(size: object) -> None:
+    assert only_problem(put(minimal(), "display.size", size)).startswith(
+        'display.size: must be a screen size "WIDTHxHEIGHT" in pixels such as "800x480", '
+        '"1024x600", "1280x720", "720x1280" (each side 240-3840), not '
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("diagonal_inches", 4, "must be a number of inches 5-32, not 4"),
+        ("diagonal_inches", "7", 'must be a number of inches 5-32, not "7"'),
+        ("high_contrast", "true", 'must be true or false (without quotes), not "true"'),
+        ("large_text", 1, "must be true or false (without quotes), not 1"),
+        ("read_aloud", "yes", 'must be true or false (without quotes), not "yes"'),
+        ("maxfps", 4, "must be a whole number of frames a second 5-60, not 4"),
+        ("maxfps", 61, "must be a whole number of frames a second 5-60, not 61"),
+        ("maxfps", 20.0, "must be a whole number of frames a second 5-60, not 20.0"),
+        ("maxfps", True, "must be a whole number of frames a second 5-60, not true"),
+    ],
+)
+def test_bad_display_setting(key: str, value: object, expected: str) -> None:
+    assert only_problem(put(minimal(), f"display.{key}", value)) == f"display.{key}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("lockout_minutes", 0, "must be a number of minutes 1-1440, not 0"),
+        ("lockout_minutes", 2000, "must be a number of minutes 1-1440, not 2000"),
+        ("max_attempts", 0, "must be a whole number of attempts 1-10, not 0"),
+        ("max_attempts", 11, "must be a whole number of attempts 1-10, not 11"),
+        ("max_attempts", 2.5, "must be a whole number of attempts 1-10, not 2.5"),
+    ],
+)
+def test_bad_technician_setting(key: str, value: object, expected: str) -> None:
+    assert only_problem(put(minimal(), f"technician.{key}", value)) == (
+        f"technician.{key}: {expected}"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "4821",  # the PIN itself, typed where its hash belongs
+        "scrypt$16384$8$1$00$00",
+        PIN_HASH.replace("16384", "16", 1),
+        PIN_HASH[:-1],
+    ],
+)
+def test_bad_pin_hash_says_how_to_make_one_and_never_shows_the_value(value: str) -> None:
+    problem = only_problem(put(minimal(), "technician.pin_hash", value))
+    assert problem == (
+        'technician.pin_hash: must be a PIN hash "scrypt$16384$8$1$<salt hex>$<hash hex>" '
+        "as printed by `kiosk-provision hash-pin` (the PIN itself never goes in the file)"
+    )
+    assert value not in problem
+
+
+def test_pin_hash_as_a_number_is_not_shown() -> None:
+    problem = only_problem(put(minimal(), "technician.pin_hash", 4821))
+    assert problem == (
+        "technician.pin_hash: must be text in quotes: a PIN hash as printed by "
+        "`kiosk-provision hash-pin`"
+    )
+
+
+def test_unknown_display_key_is_named() -> None:
+    assert only_problem(put(minimal(), "display.fps", 30)).startswith(
+        'display.fps: unknown key (did you mean "maxfps"?); expected one of: size, '
+    )
+
+
 def test_long_values_are_shown_cut_short() -> None:
     problem = only_problem(put(minimal(), "hub.url", "x" * 250))
     assert len(problem) < 200
@@ -483,6 +655,8 @@ def test_many_problems_are_all_listed_at_once() -> None:
     put(data, "emergency.staff", {"en": "staff"})
     put(data, "updates.maintenance_window", "late")
     put(data, "updates.colour", "blue")
+    put(data, "display.size", "huge")
+    put(data, "technician.pin_hash", "1234")
     found = problems(data)
     paths = [p.split(": ", 1)[0] for p in found]
     assert paths == [
@@ -496,6 +670,8 @@ def test_many_problems_are_all_listed_at_once() -> None:
         "emergency.staff",
         "updates.maintenance_window",
         "updates.colour",
+        "display.size",
+        "technician.pin_hash",
     ]
 
 
@@ -660,16 +836,18 @@ def test_window_wrapping_midnight(now: time, inside: bool) -> None:
 # ----------------------------------------------------------------- properties
 
 KNOWN_KEYS = sorted(
-    {f.name for cls in (Pins, Contacts, Hardware, Timeouts, Emergency, Updates) for f in
-     dataclasses.fields(cls)}
+    {f.name for cls in (Pins, Contacts, Hardware, Timeouts, Emergency, Updates, Display,
+     Technician) for f in dataclasses.fields(cls)}
     | {"booth", "site", "hub", "ice_servers", "urls", "id", "name", "street_address", "room",
-       "time_zone", "languages", "url", "certificate_sha256", "en", "es"}
+       "time_zone", "languages", "url", "certificate_sha256", "en", "es", "display",
+       "technician"}
 )  # fmt: skip
 
 plausible = st.sampled_from(
     [
         "pi", "sim", "nc", "no", "en", "es", "America/Chicago", "wss://hub.example.org/b",
         "turn:turn.example.org:3478", "02:00-05:00", "911", FINGERPRINT, 17, 0, 27, 1.0, 90,
+        "800x480", "720x1280", True, False, 7.0, 20, 3, PIN_HASH,
     ]
 )  # fmt: skip
 scalars = st.one_of(

@@ -1,9 +1,13 @@
-"""``kiosk-provision check``: OK for a good file, every problem for a bad one,
-and a plain message, never a traceback, for anything else it is given."""
+"""``kiosk-provision``: ``check`` says OK for a good file and every problem for a
+bad one; ``hash-pin`` prints a line to paste and never shows the PIN; both give
+a plain message, never a traceback, for anything else they are given."""
 
 from __future__ import annotations
 
+import getpass
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kiosk.config import load
+from kiosk.technician import verify_pin
 from provisioning import cli
 from provisioning.cli import main
 
@@ -162,6 +168,174 @@ def test_usage(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -
     assert run(capsys, *argv)[0] == code
 
 
+# ---------------------------------------------------------------- hash-pin
+
+PIN_HASH_LINE = re.compile(r'pin_hash = "scrypt\$16384\$8\$1\$[0-9a-f]{32}\$[0-9a-f]{64}"\n')
+PASTE_HINT = "Paste that line into the [technician] section of /etc/telehealth-kiosk/booth.toml.\n"
+
+
+def printed_hash(out: str) -> str:
+    assert PIN_HASH_LINE.fullmatch(out), out
+    return out.split('"')[1]
+
+
+def stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+
+def typed(monkeypatch: pytest.MonkeyPatch, *answers: str | BaseException) -> list[str]:
+    """Answer getpass prompts in turn; returns the prompts shown."""
+    prompts: list[str] = []
+    pending = list(answers)
+
+    def fake_getpass(prompt: str = "Password: ", stream: object = None) -> str:
+        prompts.append(prompt)
+        answer = pending.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    return prompts
+
+
+def test_hash_pin_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin(monkeypatch, "7391\n")
+    code, out, err = run(capsys, "hash-pin", "--stdin")
+    assert code == 0
+    assert verify_pin("7391", printed_hash(out))
+    assert err == PASTE_HINT
+    assert "7391" not in out + err
+
+
+def test_printed_line_pasted_into_the_example_loads(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[technician] ends the example, so the line can simply be appended to the file."""
+    stdin(monkeypatch, "7391\n")
+    _, out, _ = run(capsys, "hash-pin", "--stdin")
+    path = tmp_path / "booth.toml"
+    path.write_text(BOOTH_TOML.read_text(encoding="utf-8") + out, encoding="utf-8")
+    pin_hash = load(path).technician.pin_hash
+    assert pin_hash is not None and verify_pin("7391", pin_hash)
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("12a4\n", "a PIN must be digits 0-9 only"),
+        ("12 34\n", "a PIN must be digits 0-9 only"),
+        ("123\n", "a PIN must be 4-8 digits long, not 3"),
+        ("123456789\n", "a PIN must be 4-8 digits long, not 9"),
+        ("\n", "no PIN on standard input"),
+        ("", "no PIN on standard input"),
+    ],
+)
+def test_hash_pin_refuses_a_bad_pin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, given: str, problem: str
+) -> None:
+    stdin(monkeypatch, given)
+    assert run(capsys, "hash-pin", "--stdin") == (
+        1,
+        "",
+        f"kiosk-provision hash-pin: {problem}; nothing was printed\n",
+    )
+
+
+def test_hash_pin_refuses_bytes_that_are_not_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe12\n"), "utf-8"))
+    assert run(capsys, "hash-pin", "--stdin") == (
+        1,
+        "",
+        "kiosk-provision hash-pin: a PIN must be digits 0-9 only; nothing was printed\n",
+    )
+
+
+def test_hash_pin_warns_about_an_obvious_pin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin(monkeypatch, "1234\n")
+    code, out, err = run(capsys, "hash-pin", "--stdin")
+    assert code == 0
+    assert verify_pin("1234", printed_hash(out))
+    assert err.startswith("kiosk-provision hash-pin: warning: this PIN is among the first")
+
+
+def test_hash_pin_asks_twice_without_echo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = typed(monkeypatch, "7391", "7391")
+    code, out, err = run(capsys, "hash-pin")
+    assert code == 0
+    assert prompts == ["New technician PIN (4-8 digits): ", "The same PIN again: "]
+    assert verify_pin("7391", printed_hash(out))
+    assert err == PASTE_HINT
+
+
+def test_hash_pin_refuses_two_different_pins(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    typed(monkeypatch, "7391", "7392")
+    assert run(capsys, "hash-pin") == (
+        1,
+        "",
+        "kiosk-provision hash-pin: the two PINs differ; nothing was printed\n",
+    )
+
+
+def test_hash_pin_refuses_a_bad_pin_before_asking_again(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = typed(monkeypatch, "12")
+    code, out, err = run(capsys, "hash-pin")
+    assert (code, out, len(prompts)) == (1, "", 1)
+    assert err == (
+        "kiosk-provision hash-pin: a PIN must be 4-8 digits long, not 2; nothing was printed\n"
+    )
+
+
+def test_hash_pin_without_a_terminal_refuses_to_echo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getpass falls back to reading with echo (and a warning) when there is no terminal."""
+    monkeypatch.setattr(getpass, "getpass", getpass.fallback_getpass)  # type: ignore[attr-defined]
+    stdin(monkeypatch, "7391\n")
+    code, out, err = run(capsys, "hash-pin")
+    assert (code, out) == (1, "")
+    assert err == (
+        "kiosk-provision hash-pin: no terminal to type the PIN into without showing it; "
+        "run this in a terminal, or pipe the PIN in with --stdin; nothing was printed\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (EOFError(), (1, "", "kiosk-provision hash-pin: no PIN given; nothing was printed\n")),
+        (KeyboardInterrupt(), (130, "", "kiosk-provision: interrupted\n")),
+    ],
+)
+def test_hash_pin_ctrl_d_and_ctrl_c(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: BaseException,
+    expected: tuple[int, str, str],
+) -> None:
+    typed(monkeypatch, answer)
+    assert run(capsys, "hash-pin") == expected
+
+
+def test_hash_pin_takes_no_pin_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    """A PIN on the command line would land in shell history and the process list."""
+    code, _, err = run(capsys, "hash-pin", "7391")
+    assert code == 2
+    assert "unrecognized arguments" in err
+
+
 # ------------------------------------------------- the installed command
 
 
@@ -173,9 +347,9 @@ def _installed() -> str:
     return found
 
 
-def _run_installed(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_installed(*args: str, given: str = "") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [_installed(), *args], capture_output=True, text=True, timeout=60, check=False
+        [_installed(), *args], input=given, capture_output=True, text=True, timeout=60, check=False
     )
     assert "Traceback" not in result.stdout + result.stderr
     return result
@@ -199,3 +373,9 @@ def test_installed_command_does_not_hang_on_a_fifo(tmp_path: Path) -> None:
     result = _run_installed("check", str(fifo))
     assert result.returncode == 1
     assert result.stderr.startswith(f"{fifo}: is not a regular file")
+
+
+def test_installed_hash_pin_from_stdin() -> None:
+    result = _run_installed("hash-pin", "--stdin", given="7391\n")
+    assert result.returncode == 0, result.stderr
+    assert verify_pin("7391", printed_hash(result.stdout))

@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 # Debian packages: build deps of systemd-python and picamera2 (python-prctl),
 # Kivy's GL and touch libraries, udev and systemd-analyze for the tests.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev libcap-dev \
-  ca-certificates libgl1 libegl1 libmtdev1 udev systemd iproute2 e2fsprogs mount
+  ca-certificates libgl1 libegl1 libmtdev1 udev systemd iproute2 e2fsprogs mount \
+  espeak-ng alsa-utils xvfb xauth xdotool
 
 export KIVY_NO_ARGS := 1
 export KIVY_HOME := $(CURDIR)/.kivy

@@ -17,6 +17,14 @@ from kiosk import __version__, config, logs
 from kiosk.errors import ConfigError, HardwareError
 
 EXIT_CONFIG = 2
+
+
+def _has_display() -> bool:
+    import os
+
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 EXIT_HARDWARE = 3
 
 
@@ -71,7 +79,7 @@ async def _serve(args: argparse.Namespace, cfg: config.BoothConfig) -> int:
 
             await simulator.run(runtime, simulator.stdin_lines(loop), sys.stdout)
         else:
-            await runtime.wait_stopped()
+            await _window(runtime, cfg)
     except HardwareError as exc:
         print(f"telehealth-kiosk: {exc}", file=sys.stderr)
         return EXIT_HARDWARE
@@ -80,9 +88,34 @@ async def _serve(args: argparse.Namespace, cfg: config.BoothConfig) -> int:
     return 0
 
 
+async def _window(runtime: object, cfg: config.BoothConfig) -> None:
+    """The touchscreen, on this loop; on a laptop with the simulator's panel beside it."""
+    from kiosk.app import BoothRuntime
+
+    assert isinstance(runtime, BoothRuntime) and runtime.controller is not None
+    from kiosk.ui import boot
+
+    extra = 260 if runtime.simulated else 0
+    boot.configure(cfg.display, window=True, simulate=runtime.simulated, extra_width=extra)
+    from hardware.speech import Speaker
+    from kiosk.ui.app import BoothApp, run_app
+
+    app = BoothApp(runtime.controller, speaker=Speaker(), runtime=runtime)
+    await run_app(app, runtime.stopped_event)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure_logging()
+    if not args.headless and args.simulate and not _has_display():
+        print(
+            "telehealth-kiosk: no display to open the booth's window on. Run it under a "
+            "virtual one:\n  xvfb-run -a -s '-screen 0 1280x1024x24' telehealth-kiosk "
+            f"--simulate --config {args.config}\nor without a window:\n  telehealth-kiosk "
+            f"--simulate --headless --config {args.config}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     try:
         cfg = config.load(args.config)
     except ConfigError as exc:

@@ -137,6 +137,11 @@ class BoothRuntime:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    @property
+    def stopped_event(self) -> asyncio.Event:
+        """Set once the booth has been asked to stop (SIGTERM, quit)."""
+        return self._stopped
+
     async def close(self) -> None:
         """Release hardware in reverse order; bounded so systemd never has to kill us."""
         self.request_stop("closing")

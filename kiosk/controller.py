@@ -410,6 +410,13 @@ class Controller:
         if armed is not None:
             armed[0].cancel()
 
+    def time_left(self, timer: Timer) -> float | None:
+        """Seconds until ``timer`` runs out, or None when it is not running."""
+        armed = self._timers.get(timer)
+        if armed is None or self._loop is None:
+            return None
+        return max(0.0, armed[0].when() - self._loop.time())
+
     @property
     def armed_timers(self) -> frozenset[Timer]:
         return frozenset(self._timers)

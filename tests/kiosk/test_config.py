@@ -145,7 +145,7 @@ def test_demo_example_is_simulated_local_and_fast() -> None:
     assert cfg.hardware.pins.emergency_button_supervision == 23
     assert cfg.timeouts.idle_warning_seconds == 10
     assert cfg.timeouts.longest_wait_seconds < Timeouts().longest_wait_seconds
-    assert cfg.display.size == "720x1280" and cfg.display.portrait
+    assert cfg.display.size == "1024x600" and not cfg.display.portrait
     assert cfg.technician.lockout_minutes == 1
 
 

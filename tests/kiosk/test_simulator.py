@@ -218,8 +218,9 @@ def test_ready_status_watchdog_and_a_clean_stop_on_sigterm(notify_socket: socket
         "WATCHDOG_USEC": "400000",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kiosk", "--simulate", "--config", str(DEMO_CONFIG)],
+        [sys.executable, "-m", "kiosk", "--simulate", "--headless", "--config", str(DEMO_CONFIG)],
         env=env,
+        stdin=subprocess.PIPE,  # kept open: the booth waits for commands until SIGTERM
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -240,6 +241,7 @@ def test_ready_status_watchdog_and_a_clean_stop_on_sigterm(notify_socket: socket
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.stderr is not None
+    assert proc.stderr is not None and proc.stdin is not None
+    proc.stdin.close()
     with proc.stderr:
         assert "Traceback" not in proc.stderr.read()

@@ -1,0 +1,248 @@
+"""The booth's Kivy app, on the same asyncio loop as the controller.
+
+The app draws :func:`kiosk.presenter.present`'s view of the controller's
+booth and sends the resident's intents back as :class:`Touch` events. Local
+touches (the keypad opening, larger text) change only :class:`UiState`.
+Nothing here decides anything about the visit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import replace
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.properties import ObjectProperty
+
+from hardware.speech import Speaker
+from kiosk import texts
+from kiosk.controller import Controller
+from kiosk.i18n import Translator
+from kiosk.presenter import (
+    Action,
+    Context,
+    Local,
+    UiState,
+    View,
+    follow,
+    fresh_ui,
+    pin_note,
+    present,
+    reduce,
+)
+from kiosk.session import Booth, Intent, State, TechnicianUnlocked, Timer, Touch
+from kiosk.technician import Outcome, PinGate
+from kiosk.ui import lockdown
+from kiosk.ui.look import Look
+from kiosk.ui.root import BoothRoot
+
+_log = logging.getLogger(__name__)
+
+
+class BoothApp(App):  # type: ignore[misc]
+    """One window; the controller's booth drawn through the presenter."""
+
+    use_kivy_settings = False
+    title = "Telehealth booth"
+    look: Any = ObjectProperty(None)
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        speaker: Speaker | None = None,
+        runtime: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.controller = controller
+        self.runtime = runtime  # given only on a laptop: adds the simulator's panel
+        self.config_ = controller.config
+        self.speaker = speaker
+        self.ui: UiState = fresh_ui(self.config_)
+        self.look = Look(self.config_.display, self.ui.large_text, self.ui.high_contrast)
+        t = self.config_.technician
+        self.gate = PinGate(t.pin_hash, t.max_attempts, t.lockout_seconds)
+        self.root_widget: BoothRoot | None = None
+        self.view: View | None = None
+        self.renders = 0
+        self._spoken_key: tuple[object, ...] = ()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tick: Any = None
+
+    # ------------------------------------------------------------ Kivy hooks
+
+    def build(self) -> Any:
+        self.root_widget = BoothRoot(self.on_action, clock=Clock.get_time, look=self.look)
+        self.controller.state_listeners.append(self._on_state)
+        if self.runtime is None or self.runtime.simulation is None:
+            return self.root_widget
+        from kivy.uix.boxlayout import BoxLayout
+
+        from kiosk.ui.simpanel import SimPanel
+
+        beside = BoxLayout(orientation="horizontal")
+        self.root_widget.size_hint_x = None
+        self.root_widget.width = self.config_.display.width
+        beside.add_widget(self.root_widget)
+        beside.add_widget(SimPanel(self.runtime))
+        return beside
+
+    def on_start(self) -> None:
+        lockdown.install(Window)
+        self.render()
+        self._tick = Clock.schedule_interval(self._every_second, 1.0)
+
+    def on_stop(self) -> None:
+        if self._on_state in self.controller.state_listeners:
+            self.controller.state_listeners.remove(self._on_state)
+        if self._tick is not None:
+            self._tick.cancel()
+
+    def open_settings(self, *largs: Any) -> bool:
+        return False  # Kivy's settings panel is never reachable on a booth
+
+    # ------------------------------------------------------------ input
+
+    def on_action(self, action: Action) -> None:
+        """A resident touched ``action``: change the view, or tell the controller."""
+        if action.intent is not None:
+            self.ui = reduce(self.ui, action)
+            self.controller.post(Touch(action.intent, action.value))
+            self.render()
+            return
+        if action.local is Local.TECHNICIAN and self.controller.booth.state not in (
+            State.ATTRACT,
+            State.OUT_OF_SERVICE,
+            State.EMERGENCY,
+        ):
+            return  # never over a resident's visit
+        if action.local is Local.SUBMIT_PIN:
+            self._spawn(self._check_pin(self.ui.entry))
+            return
+        if action.local is Local.PLAY_SOUND and self.speaker is not None:
+            t = self._translator()
+            sound = t(texts.DEVICE_CHECK.test_sound)
+            self._spawn(self.speaker.say(sound, self.controller.booth.language))
+        self.ui = reduce(self.ui, action)
+        if self.controller.booth.state in _IDLE_WATCHED:
+            self.controller.post(Touch(Intent.ACTIVITY))
+        self.render()
+
+    async def _check_pin(self, pin: str) -> None:
+        now = asyncio.get_running_loop().time()
+        result = await asyncio.to_thread(self.gate.try_pin, pin, now)
+        if result.ok:
+            self.ui = reduce(self.ui, Action("", local=Local.CLOSE_PIN))
+            self.controller.post(TechnicianUnlocked())
+        else:
+            t = self._translator()
+            minutes = math.ceil(result.seconds_left / 60)
+            outcome = "locked" if result.outcome is Outcome.LOCKED else "wrong"
+            self.ui = replace(self.ui, entry="", pin_note=pin_note(t, outcome, minutes))
+        self.render()
+
+    # ------------------------------------------------------------ output
+
+    def _on_state(self, before: Booth, after: Booth) -> None:
+        self.ui = follow(self.ui, before, after, self.config_)
+        self.render()
+
+    def _context(self) -> Context:
+        visit = self.controller.visit
+        waited = 0
+        if visit is not None and self.controller.booth.state is State.WAITING:
+            loop = asyncio.get_event_loop()
+            waited = int(max(0.0, loop.time() - visit.started) // 60)
+        return Context(self.config_, waited_minutes=waited)
+
+    def _translator(self) -> Translator:
+        e = self.config_.emergency
+        lang = self.controller.booth.language
+        return Translator(
+            lang,
+            staff=e.staff.get(lang, ""),
+            emergency_number=e.emergency_number,
+            crisis_number=e.crisis_number,
+        )
+
+    def render(self) -> None:
+        """Draw the booth as it is now."""
+        if self.root_widget is None:
+            return
+        booth = self.controller.booth
+        view = present(booth, self.ui, self._context())
+        look = Look(self.config_.display, view.large_text, view.high_contrast)
+        if look != self.look:
+            self.look = look
+            self._rebuild()
+        self.view = view
+        self.root_widget.show(view, look)
+        self.renders += 1
+        self._speak(view)
+
+    def _rebuild(self) -> None:
+        """Draw everything anew for a new look: kv rules read sizes and colours once."""
+        old = self.root_widget
+        self.root_widget = BoothRoot(self.on_action, clock=Clock.get_time, look=self.look)
+        if old is None or old.parent is None:
+            return
+        parent = old.parent
+        self.root_widget.size_hint_x = old.size_hint_x
+        self.root_widget.width = old.width
+        index = parent.children.index(old)
+        parent.remove_widget(old)
+        if index:
+            parent.add_widget(self.root_widget, index=index)
+        else:
+            parent.add_widget(self.root_widget)  # the window's add_widget takes no index
+        if getattr(self, "root", None) is old:
+            setattr(self, "root", self.root_widget)  # noqa: B010 - Kivy's untyped attribute
+
+    def _speak(self, view: View) -> None:
+        if self.speaker is None or not view.read_aloud:
+            return
+        key = (view.state, view.layout, view.title, view.language, view.overlay is not None)
+        if key == self._spoken_key:
+            return
+        self._spoken_key = key
+        text = view.overlay.spoken if view.overlay is not None else view.spoken
+        if text and not view.call_live:
+            self._spawn(self.speaker.say(text, view.language))
+
+    def _every_second(self, dt: float) -> None:
+        booth = self.controller.booth
+        if booth.idle_warning:
+            left = self.controller.time_left(Timer.IDLE_RESET)
+            seconds = math.ceil(left) if left is not None else 0
+            if seconds != self.ui.idle_seconds_left:
+                self.ui = replace(self.ui, idle_seconds_left=seconds)
+                self.render()
+        elif booth.state is State.WAITING:
+            self.render()  # the minutes waited
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+_IDLE_WATCHED = frozenset({State.NOTICE, State.DOOR_CHECK, State.CHECK_IN, State.DEVICE_CHECK})
+
+
+async def run_app(app: BoothApp, stopped: asyncio.Event) -> None:
+    """Run Kivy on this loop until the app stops or ``stopped`` is set."""
+    task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
+    waiter = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            app.stop()
+            await task

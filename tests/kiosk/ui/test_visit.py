@@ -1,0 +1,162 @@
+"""Whole visits by touch on the real booth (simulated hardware), rendered offscreen."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from kiosk.session import ClinicianAnswered
+from tests.kiosk.ui.harness import Pilot, booth_config, run_booth
+
+DEMO_PIN = "2468"  # examples/demo-booth.toml's documented demo PIN
+
+
+def test_a_whole_visit_by_touch_with_door_and_emergency_from_the_pins() -> None:
+    seen: list[str] = []
+
+    async def scenario(p: Pilot) -> None:
+        seen.append(p.state)
+        await p.press("start")
+        seen.append(p.state)
+        await p.press("language es")
+        assert "Antes de empezar" in p.texts()
+        await p.press("accept")
+        seen.append(p.state)
+        await p.press("walk_in")
+        seen.append(p.state)
+        await p.press("devices_ok")
+        seen.append(p.state)
+        p.controller.post(ClinicianAnswered())  # the clinician answers at the hub
+        await p.settle()
+        seen.append(p.state)
+        # The door opens mid-call: the pause screen says why, in Spanish.
+        p.wiring.open_door()
+        await p.wait_for("privacy_pause")
+        assert "La puerta está abierta" in p.texts(), p.texts()
+        p.wiring.close_door()
+        await p.wait_for("in_call")
+        # The emergency button held past its hold time: 911/988 over the call.
+        p.wiring.press_emergency()
+        await p.wait_for("emergency", timeout=3)
+        shown = " ".join(p.texts())
+        assert "911" in shown and "988" in shown, shown
+        assert not p.buttons().keys() - {"technician"}, "residents cannot dismiss it"
+        p.wiring.release_emergency()
+        await p.settle()
+        assert p.state == "emergency"
+        p.controller.post(__import__("kiosk.session", fromlist=["x"]).EmergencyCleared())
+        await p.wait_for("in_call")
+        seen.append(p.state)
+        await p.press("ask_end")
+        await p.press("end_call")
+        seen.append(p.state)
+        await p.press("done")
+        await p.wait_for("attract")
+        seen.append(p.state)
+
+    asyncio.run(run_booth(scenario))
+    assert seen == [
+        "attract",
+        "notice",
+        "check_in",
+        "device_check",
+        "waiting",
+        "in_call",
+        "in_call",
+        "wrap_up",
+        "attract",
+    ]
+
+
+def test_appointment_code_on_the_keypad_reaches_the_visit_and_is_wiped() -> None:
+    async def scenario(p: Pilot) -> None:
+        await p.press("start")
+        await p.press("accept")
+        await p.press("show_keypad")
+        for digit in "4711":
+            await p.press(f"digit {digit}")
+        assert "4711" in p.texts()
+        await p.press("delete")
+        await p.press("digit 2")
+        await p.press("appointment")
+        assert p.state == "device_check"
+        assert p.controller.visit is not None and p.controller.visit.appointment_code == "4712"
+        await p.press("cancel")
+        await p.wait_for("attract")
+        assert p.controller.visit is None
+        assert "4712" not in " ".join(p.texts())
+
+    asyncio.run(run_booth(scenario))
+
+
+def test_idle_warning_counts_down_and_im_still_here_keeps_the_visit() -> None:
+    cfg = booth_config()
+    cfg = replace(
+        cfg, timeouts=replace(cfg.timeouts, idle_warning_seconds=0.3, idle_reset_seconds=30)
+    )
+
+    async def scenario(p: Pilot) -> None:
+        await p.press("start")
+        for _ in range(100):
+            await p.frames(2)
+            if p.controller.booth.idle_warning:
+                break
+        await asyncio.sleep(1.2)  # the countdown ticks once a second
+        await p.settle()
+        shown = " ".join(p.texts())
+        assert "Are you still there?" in shown, shown
+        assert "The visit will end in" in shown
+        await p.press("still_here")
+        assert not p.controller.booth.idle_warning and p.state == "notice"
+
+    asyncio.run(run_booth(scenario, cfg))
+
+
+def test_larger_text_and_high_contrast_change_the_screen() -> None:
+    async def scenario(p: Pilot) -> None:
+        await p.press("start")
+        size_before = max(b.font_size for b in p.buttons().values())
+        await p.press("larger_text")
+        await p.press("high_contrast")
+        assert p.app.look.large_text and p.app.look.high_contrast
+        assert max(b.font_size for b in p.buttons().values()) > size_before
+        assert p.app.root_widget.look.palette.name == "high contrast" or p.app.look.high_contrast
+
+    asyncio.run(run_booth(scenario))
+
+
+def test_technician_mode_behind_the_hidden_gesture_and_pin_with_lockout() -> None:
+    async def scenario(p: Pilot) -> None:
+        from kivy.core.window import Window
+
+        for _ in range(5):  # five taps in the top-left corner
+            await p.touch_at(5, Window.height - 5)
+        await p.settle()
+        assert "submit_pin" in p.buttons(), sorted(p.buttons())
+        for digit in "1111":
+            await p.press(f"digit {digit}")
+        await p.press("submit_pin")
+        await p.settle_tasks()
+        assert "Wrong PIN. Try again." in p.texts()
+        for digit in DEMO_PIN:
+            await p.press(f"digit {digit}")
+        await p.press("submit_pin")
+        await p.settle_tasks()
+        await p.wait_for("technician")
+        await p.press("exit_technician")
+        await p.wait_for("attract")
+
+    asyncio.run(run_booth(scenario))
+
+
+def test_the_hidden_gesture_does_nothing_during_a_visit() -> None:
+    async def scenario(p: Pilot) -> None:
+        from kivy.core.window import Window
+
+        await p.press("start")
+        for _ in range(5):
+            await p.touch_at(5, Window.height - 5)
+        assert "submit_pin" not in p.buttons()
+        assert p.state == "notice"
+
+    asyncio.run(run_booth(scenario))

@@ -151,6 +151,8 @@ class BoothApp(App):  # type: ignore[misc]
 
     def _on_state(self, before: Booth, after: Booth) -> None:
         self.ui = follow(self.ui, before, after, self.config_)
+        if after.call_live and not before.call_live and self.speaker is not None:
+            self._spawn(self.speaker.stop())  # a prompt must not go into the call's microphone
         self.render()
 
     def _context(self) -> Context:

@@ -103,7 +103,9 @@ class Pilot:
 
 
 async def run_booth(
-    scenario: Callable[[Pilot], Awaitable[None]], cfg: config.BoothConfig | None = None
+    scenario: Callable[[Pilot], Awaitable[None]],
+    cfg: config.BoothConfig | None = None,
+    speaker: Any = None,
 ) -> None:
     """Start the booth and its window, run ``scenario``, stop both."""
     cfg = cfg or booth_config()
@@ -117,7 +119,7 @@ async def run_booth(
 
     runtime = BoothRuntime(cfg, simulate=True)
     controller = await runtime.start()
-    app = BoothApp(controller)
+    app = BoothApp(controller, speaker=speaker)
     stopped = asyncio.Event()
     ui = asyncio.ensure_future(run_app(app, stopped))
     try:

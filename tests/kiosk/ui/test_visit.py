@@ -160,3 +160,41 @@ def test_the_hidden_gesture_does_nothing_during_a_visit() -> None:
         assert p.state == "notice"
 
     asyncio.run(run_booth(scenario))
+
+
+class FakeSpeaker:
+    """Records prompts instead of sounding them."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    async def say(self, text: str, language: str) -> None:
+        self.said.append((language, text))
+
+    async def stop(self) -> None:
+        self.said.append(("", "<stopped>"))
+
+
+def test_read_aloud_speaks_each_screen_in_the_residents_language() -> None:
+    speaker = FakeSpeaker()
+
+    async def scenario(p: Pilot) -> None:
+        await p.press("start")
+        assert speaker.said == [], "silent until asked"
+        await p.press("read_aloud")
+        await p.press("language es")
+        await p.press("accept")
+        await p.press("walk_in")
+        await p.press("play_sound")
+        await p.press("devices_ok")
+        p.controller.post(ClinicianAnswered())
+        await p.wait_for("in_call")
+
+    asyncio.run(run_booth(scenario, speaker=speaker))
+    assert speaker.said[0][0] == "en", "turning it on reads the screen being shown"
+    assert speaker.said[-1] == ("", "<stopped>"), "speech stops when the call starts"
+    assert {lang for lang, _ in speaker.said[1:-1]} == {"es"}, speaker.said
+    texts = [text for _, text in speaker.said]
+    assert any("9 1 1" in t for t in texts), "the notice's numbers are spoken digit by digit"
+    assert any("prueba" in t for t in texts), "the test sound is a spoken sentence"
+    assert not any("Está conectado" in t for t in texts), "nothing is spoken into a live call"

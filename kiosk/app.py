@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, replace
 
 from hardware import udev
+from hardware.audio import SimulatedMicrophone
+from hardware.camera import TestCard
 from hardware.events import DeviceKind, HardwareFault
 from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
@@ -20,6 +22,7 @@ from kiosk import __version__, logs
 from kiosk.config import Backend, BoothConfig
 from kiosk.controller import Controller
 from kiosk.errors import HardwareError
+from kiosk.media import LocalMedia
 from kiosk.session import Booth, initial
 
 _log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class BoothRuntime:
         self.watchdog: Watchdog | None = None
         self.simulation: Simulation | None = None
         self.controller: Controller | None = None
+        self.media: LocalMedia | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -72,7 +76,13 @@ class BoothRuntime:
             simulate=self.simulated,
         )
         booth = initial(self.config.site.default_language)
-        controller = Controller(self.config, _LateOutputs(self), booth=booth)
+        devices = (
+            LocalMedia(TestCard(), SimulatedMicrophone())
+            if self.simulated
+            else LocalMedia(None, None)
+        )
+        controller = Controller(self.config, _LateOutputs(self), booth=booth, devices=devices)
+        self.media = devices
         self.controller = controller
         self._run_task = asyncio.create_task(controller.run())
         controller.state_listeners.append(self._on_state)

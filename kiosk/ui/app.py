@@ -74,6 +74,8 @@ class BoothApp(App):  # type: ignore[misc]
         self._spoken_key: tuple[object, ...] = ()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick: Any = None
+        self._preview: Any = None
+        self._texture: Any = None
 
     # ------------------------------------------------------------ Kivy hooks
 
@@ -103,6 +105,8 @@ class BoothApp(App):  # type: ignore[misc]
             self.controller.state_listeners.remove(self._on_state)
         if self._tick is not None:
             self._tick.cancel()
+        if self._preview is not None:
+            self._preview.cancel()
 
     def open_settings(self, *largs: Any) -> bool:
         return False  # Kivy's settings panel is never reachable on a booth
@@ -187,6 +191,41 @@ class BoothApp(App):  # type: ignore[misc]
         self.root_widget.show(view, look)
         self.renders += 1
         self._speak(view)
+        self._follow_preview(view)
+
+    def _follow_preview(self, view: View) -> None:
+        """Self-view and microphone bar, refreshed ten times a second while shown."""
+        wanted = view.self_view or view.level_meter
+        if wanted and self._preview is None:
+            self._preview = Clock.schedule_interval(self._refresh_preview, 0.1)
+        elif not wanted and self._preview is not None:
+            self._preview.cancel()
+            self._preview = None
+            self._texture = None  # drop the last picture of the resident too
+
+    def _refresh_preview(self, dt: float) -> None:
+        media = getattr(self.controller.devices, "preview", None)
+        if self.root_widget is None or media is None:
+            return
+        screen = self.root_widget.manager.current_screen
+        frame = self.controller.devices.preview()  # type: ignore[attr-defined]
+        level = self.controller.devices.level()  # type: ignore[attr-defined]
+        if hasattr(screen, "level"):
+            screen.level = level
+        if not hasattr(screen, "frame"):
+            return
+        if frame is None:
+            screen.frame = None
+            return
+        from kivy.graphics.texture import Texture
+
+        texture = self._texture
+        if texture is None or tuple(texture.size) != (frame.width, frame.height):
+            texture = Texture.create(size=(frame.width, frame.height), colorfmt="rgb")
+            self._texture = texture
+        texture.blit_buffer(frame.rgb, colorfmt="rgb", bufferfmt="ubyte")
+        screen.frame = texture
+        screen.canvas.ask_update()
 
     def _rebuild(self) -> None:
         """Draw everything anew for a new look: kv rules read sizes and colours once."""

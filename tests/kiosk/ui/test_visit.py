@@ -198,3 +198,26 @@ def test_read_aloud_speaks_each_screen_in_the_residents_language() -> None:
     assert any("9 1 1" in t for t in texts), "the notice's numbers are spoken digit by digit"
     assert any("prueba" in t for t in texts), "the test sound is a spoken sentence"
     assert not any("Está conectado" in t for t in texts), "nothing is spoken into a live call"
+
+
+def test_device_check_shows_the_camera_and_a_moving_microphone_bar() -> None:
+    async def scenario(p: Pilot) -> None:
+        await p.press("start")
+        await p.press("accept")
+        await p.press("walk_in")
+        screen = p.app.root_widget.manager.current_screen
+        levels = set()
+        for _ in range(10):
+            await asyncio.sleep(0.12)
+            levels.add(round(screen.level, 2))
+        assert screen.frame is not None and tuple(screen.frame.size) == (320, 240)
+        assert len(levels) > 3, f"the bar should move: {levels}"
+        first = p.runtime.media.preview()
+        await asyncio.sleep(0.3)
+        assert p.runtime.media.preview() != first, "the self-view moves"
+        await p.press("cancel")
+        await p.wait_for("attract")
+        assert p.runtime.media.preview() is None, "the camera is closed after the visit"
+        assert p.app._texture is None
+
+    asyncio.run(run_booth(scenario))

@@ -36,7 +36,16 @@ from kiosk import technician
 from kiosk.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/telehealth-kiosk/booth.toml")
-SHIPPED_LANGUAGES = ("en", "es")
+
+
+def _shipped_languages() -> tuple[str, ...]:
+    """Languages that have a catalog: adding one is a catalog and a line of config."""
+    from kiosk.i18n import languages
+
+    return languages()
+
+
+SHIPPED_LANGUAGES = _shipped_languages()
 GPIO_MAX = 27
 # A booth file is a few kilobytes; anything this big is the wrong file.
 MAX_FILE_BYTES = 1 << 20

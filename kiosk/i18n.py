@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Final
 
 from kiosk.errors import KioskError
-from kiosk.texts import ROOTS, Plural
+from kiosk.texts import LANGUAGE_NAMES, ROOTS, Plural
 
 __all__ = [
     "DOMAIN",
@@ -116,6 +116,16 @@ def translations(language: str) -> gettext.GNUTranslations:
             return gettext.GNUTranslations(mo)
     except (OSError, UnicodeDecodeError, struct.error) as exc:
         raise CatalogError([f"{language}/LC_MESSAGES/{DOMAIN}.mo: unreadable ({exc})"]) from exc
+
+
+def language_name(language: str) -> str:
+    """A language in its own words, from its catalog's ``Language-Name`` header,
+    so adding a language is a catalog and a line of config."""
+    try:
+        name = translations(language).info().get("language-name", "")
+    except CatalogError:
+        name = ""
+    return name or LANGUAGE_NAMES.get(language, language)
 
 
 def gettext_for(language: str) -> Callable[[str], str]:
@@ -445,6 +455,7 @@ def _header(language: str) -> Entry:
     fields_ = {
         "Project-Id-Version": "telehealth-kiosk",
         "Language": language,
+        "Language-Name": LANGUAGE_NAMES.get(language, language),
         "MIME-Version": "1.0",
         "Content-Type": "text/plain; charset=UTF-8",
         "Content-Transfer-Encoding": "8bit",

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from kiosk import texts
 from kiosk.config import BoothConfig
-from kiosk.i18n import Translator
+from kiosk.i18n import Translator, language_name
 from kiosk.session import Booth, Intent, Message, State
 
 CODE_MAX = 12
@@ -251,7 +251,7 @@ def present(booth: Booth, ui: UiState, ctx: Context) -> View:
             ),
             languages=tuple(
                 Action(
-                    texts.LANGUAGE_NAMES.get(code, code),
+                    language_name(code),
                     intent=Intent.LANGUAGE,
                     value=code,
                     style=Style.PRIMARY if code == booth.language else Style.SECONDARY,

@@ -125,3 +125,15 @@ def test_in_call_controls_follow_mute_and_camera() -> None:
     assert len(view.body) == 2, "both choices are explained in words"
     ask = present(Booth(state=State.IN_CALL), UiState(panel=Local.ASK_END), CTX)
     assert [a.intent for a in ask.actions] == [Intent.END_CALL, None]
+
+
+def test_language_buttons_name_each_language_in_its_own_words_from_its_catalog() -> None:
+    from kiosk.i18n import language_name, languages, translations
+
+    for code in languages():
+        assert translations(code).info().get("language-name"), f"{code} catalog lacks Language-Name"
+    assert [a.label for a in present(Booth(), UiState(), CTX).languages] == [
+        language_name(c) for c in LANGS
+    ]
+    assert language_name("es") == "Español"
+    assert config.SHIPPED_LANGUAGES == languages(), "config accepts exactly the shipped catalogs"

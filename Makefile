@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Kivy's GL and touch libraries, udev and systemd-analyze for the tests.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev libcap-dev \
   ca-certificates libgl1 libegl1 libmtdev1 udev systemd iproute2 e2fsprogs mount \
-  espeak-ng alsa-utils xvfb xauth xdotool gettext
+  espeak-ng alsa-utils xvfb xauth xdotool gettext coturn
 
 export KIVY_NO_ARGS := 1
 export KIVY_HOME := $(CURDIR)/.kivy
@@ -17,6 +17,9 @@ export KIVY_HOME := $(CURDIR)/.kivy
 
 apt:
 	@scripts/ensure-apt $(APT_PACKAGES)
+	@# coturn is here for tests only: never leave a system TURN server running.
+	@if [ "$$(id -u)" = 0 ] && [ -d /run/systemd/system ] && systemctl is-enabled coturn >/dev/null 2>&1; then \
+	  systemctl disable --now coturn; fi
 
 $(BIN)/.deps: requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory apt

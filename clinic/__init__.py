@@ -1,0 +1,1 @@
+"""The clinic hub: signaling, waiting room, clinician console, staff alerts."""

@@ -44,5 +44,5 @@ class SimulatedMicrophone:
     @staticmethod
     def level_at(t: float) -> float:
         syllables = abs(math.sin(t * 7.0))
-        phrases = max(0.0, math.sin(t * 1.3))
+        phrases = 0.3 + 0.7 * (0.5 + 0.5 * math.sin(t * 1.3))  # louder and softer, never silent
         return round(min(1.0, syllables * phrases), 3)

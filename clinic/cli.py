@@ -1,0 +1,428 @@
+"""``clinic-hub``: set up and look after the clinic hub's database from a shell.
+
+Subcommands: ``add-clinician``, ``add-booth``, ``enroll-code``,
+``add-appointment`` and ``alerts``. Each is a :class:`Command`: a name, a help
+line, a function that adds its arguments and a function that runs it and
+returns the exit code. The hub server (``clinic-hub serve``, ``--dev`` on a
+laptop) is one more entry in :data:`COMMANDS`, added the same way; it opens
+the database with :func:`open_store` like the others.
+
+The database is ``--db PATH`` (before or after the subcommand), else
+``$CLINIC_HUB_DB``, else :data:`DEFAULT_DB`.
+
+:func:`main` is the one place where exceptions become exit codes, so whoever
+runs it sees what was wrong and how to fix it, never a traceback (``--debug``
+shows one, for a bug report). Exit codes: 0 all well; 1 refused (the reason
+on stderr); 2 wrong usage; 70 a bug in this tool; 130 interrupted (Ctrl-C).
+
+Secrets are printed once, alone on stdout, so they can be piped; what to do
+with them goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from clinic.store import (
+    APPOINTMENT_SECONDS,
+    ENROLLMENT_SECONDS,
+    PASSWORD_MIN_CHARS,
+    DatabaseError,
+    NotFoundError,
+    Store,
+    StoreError,
+    appointment_code_problem,
+    booth_id_problem,
+    password_problem,
+    username_problem,
+)
+from kiosk import __version__
+
+PROG = "clinic-hub"
+DEFAULT_DB = Path("/var/lib/clinic-hub/hub.sqlite3")
+DB_ENV = "CLINIC_HUB_DB"
+MAX_VALID_HOURS = 90 * 24
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+StoreFactory = Callable[[Path], Store]
+"""How a command opens the database; tests pass one with a cheap scrypt cost."""
+
+
+class RefusedError(Exception):
+    """The command cannot go ahead; the message says why and what to do instead."""
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _when(timestamp: float) -> str:
+    """A time as the hub's staff read it: local, to the second, with the zone."""
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def db_path(args: argparse.Namespace) -> tuple[Path, str]:
+    """The database to use, and where that path came from when it was not typed (or "")."""
+    if args.db is not None:
+        return args.db, ""
+    from_env = os.environ.get(DB_ENV, "")
+    if from_env:
+        return Path(from_env), f" (the path is from ${DB_ENV})"
+    return DEFAULT_DB, f" (the default path; choose another with --db PATH or ${DB_ENV})"
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """Open the chosen database; if it cannot be, say where a path not typed came from."""
+    path, note = db_path(args)
+    factory: StoreFactory = args.store_factory
+    try:
+        return factory(path)
+    except DatabaseError as exc:
+        raise type(exc)(f"{exc}{note}") from None
+
+
+# ------------------------------------------------------------- add-clinician
+
+
+def _ask(prompt: str) -> str:
+    """Read a password without showing it; refuse rather than echo it when there is no terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except getpass.GetPassWarning:
+            raise RefusedError(
+                "no terminal to type the password into without showing it; "
+                "run this in a terminal, or pipe the password in with --password-stdin"
+            ) from None
+        except EOFError:
+            raise RefusedError("no password given") from None
+
+
+def _read_password(username: str, from_stdin: bool) -> str:
+    if from_stdin:
+        try:
+            password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError:
+            raise RefusedError("a password must be valid text") from None
+        if not password:
+            raise RefusedError("no password on standard input")
+    else:
+        password = _ask(f"Password for {username} (at least {PASSWORD_MIN_CHARS} characters): ")
+    problem = password_problem(password)
+    if problem is not None:
+        raise RefusedError(problem)
+    if not from_stdin and _ask("The same password again: ") != password:
+        raise RefusedError("the two passwords differ")
+    return password
+
+
+def _add_clinician_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("username", metavar="USERNAME", help='what they log in as, e.g. "a.rivera"')
+    parser.add_argument(
+        "--name", help='the name residents and staff see, e.g. "Dr. Ana Rivera" (default: USERNAME)'
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking twice",
+    )
+
+
+def _add_clinician(args: argparse.Namespace) -> int:
+    """Add a clinician account; the password is asked for, never taken as an argument."""
+    problem = username_problem(args.username)
+    if problem is not None:
+        raise RefusedError(problem)
+    with open_store(args) as store:
+        if store.clinician(args.username) is not None:  # before anyone types a password
+            raise RefusedError(
+                f'there is already a clinician "{args.username}"; choose another username'
+            )
+        try:
+            password = _read_password(args.username, args.password_stdin)
+        except RefusedError as exc:
+            raise RefusedError(f"{exc}; nobody was added") from None
+        clinician = store.add_clinician(args.username, password, args.name)
+    print(f'Added clinician "{clinician.username}" ({clinician.display_name}).')
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- add-booth
+
+
+def _add_booth_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "booth_id",
+        metavar="BOOTH_ID",
+        help='the id in the booth\'s configuration ([booth] id), e.g. "riverside-1"',
+    )
+    parser.add_argument("--name", required=True, help='e.g. "Riverside Library, Booth 1"')
+    parser.add_argument("--site", required=True, help='e.g. "Riverside Public Library"')
+    parser.add_argument("--address", required=True, help="the site's street address")
+    parser.add_argument("--room", required=True, help='where in the building, e.g. "Room 104"')
+
+
+def _add_booth(args: argparse.Namespace) -> int:
+    """Register a booth and print its credential, the one time it can be seen."""
+    problem = booth_id_problem(args.booth_id)
+    if problem is not None:
+        raise RefusedError(problem)
+    with open_store(args) as store:
+        token = store.add_booth(
+            args.booth_id, name=args.name, site=args.site, address=args.address, room=args.room
+        )
+    print(token)
+    _err(
+        f"That is booth {args.booth_id}'s credential: put it in the booth's configuration now. "
+        "It will not be shown again (the hub keeps only a hash of it)."
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------- enroll-code
+
+
+def _enroll_code(args: argparse.Namespace) -> int:
+    """Print a one-time code that lets a technician enroll one booth."""
+    now = args.clock()
+    with open_store(args) as store:
+        code = store.new_enrollment_code(now, lifetime=ENROLLMENT_SECONDS)
+    print(code)
+    hours = round(ENROLLMENT_SECONDS / 3600)
+    _err(
+        f"One-time enrollment code, valid for {hours} hours (until "
+        f"{_when(now + ENROLLMENT_SECONDS)}): type it into `kiosk-provision enroll` on the booth."
+    )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------- add-appointment
+
+
+def _hours(text: str) -> float:
+    """argparse type for --valid-hours: a number of hours in (0, MAX_VALID_HOURS]."""
+    try:
+        hours = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of hours, not {text!r}") from None
+    if not 0 < hours <= MAX_VALID_HOURS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_VALID_HOURS} hours, not {text}"
+        )
+    return hours
+
+
+def _add_appointment_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("code", metavar="CODE", help="the digits the resident will type")
+    parser.add_argument(
+        "--clinician", required=True, metavar="USERNAME", help="who the resident is routed to"
+    )
+    parser.add_argument(
+        "--valid-hours",
+        type=_hours,
+        default=APPOINTMENT_SECONDS / 3600,
+        metavar="HOURS",
+        help=f"how long the code works (default: {APPOINTMENT_SECONDS / 3600:g})",
+    )
+
+
+def _add_appointment(args: argparse.Namespace) -> int:
+    """Route residents who type CODE at any booth to a clinician, until it expires."""
+    problem = appointment_code_problem(args.code)
+    if problem is not None:
+        raise RefusedError(problem)
+    now = args.clock()
+    with open_store(args) as store:
+        try:
+            appointment = store.add_appointment(
+                args.code, args.clinician, now, lifetime=args.valid_hours * 3600
+            )
+        except NotFoundError as exc:
+            raise RefusedError(
+                f"{exc}; add them first with `{PROG} add-clinician {args.clinician}`"
+            ) from None
+    who = appointment.clinician
+    print(
+        f'Appointment code added for {who.display_name} ("{who.username}"), '
+        f"valid until {_when(appointment.expires_at)}."
+    )
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- alerts
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    """List the alerts no staff member has acknowledged yet, oldest first."""
+    with open_store(args) as store:
+        alerts = store.unacked_alerts()
+    if not alerts:
+        print("No unacknowledged alerts.")
+        return EXIT_OK
+    print(f"{len(alerts)} unacknowledged alert{'s' if len(alerts) != 1 else ''}, oldest first:")
+    for alert in alerts:
+        booth = alert.booth
+        print(
+            f"{alert.kind.upper()}  booth {booth.booth_id}  raised {_when(alert.raised_at)}  "
+            f"received {_when(alert.received_at)}  (alert {alert.alert_id})"
+        )
+        print(f"    {booth.name}: {booth.room}, {booth.site}, {booth.address}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _no_args(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: how it reads its arguments and what it does."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "add-clinician",
+        "add a clinician's account (asks for the password twice)",
+        _add_clinician_args,
+        _add_clinician,
+    ),
+    Command(
+        "add-booth",
+        "register a booth and print its credential, once",
+        _add_booth_args,
+        _add_booth,
+    ),
+    Command(
+        "enroll-code",
+        f"print a one-time booth enrollment code, valid {round(ENROLLMENT_SECONDS / 3600)} hours",
+        _no_args,
+        _enroll_code,
+    ),
+    Command(
+        "add-appointment",
+        "route residents who type an appointment code to a clinician",
+        _add_appointment_args,
+        _add_appointment,
+    ),
+    Command("alerts", "list staff alerts not yet acknowledged", _no_args, _alerts),
+    # `serve` (the hub server; `--dev` for a laptop) goes here.
+)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    db_help = f"the hub's database (default: ${DB_ENV}, else {DEFAULT_DB})"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Set up and look after a telehealth clinic hub.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--db", type=Path, metavar="PATH", help=db_help)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show a traceback if this tool itself fails (for a bug report)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        # Also after the subcommand; SUPPRESS keeps a value given before it.
+        p.add_argument("--db", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """argparse exits for --help and usage errors; turn that into a return value."""
+    if exc.code is None:
+        return EXIT_OK
+    if isinstance(exc.code, int):
+        return exc.code
+    _err(str(exc.code))
+    return EXIT_REFUSED
+
+
+def _silence_stdout() -> None:
+    """The reader of our output went away (``| head``); don't complain at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    store_factory: StoreFactory = Store,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Run one subcommand and return its exit code (the console script exits with it).
+
+    ``store_factory`` and ``clock`` are for tests: a cheap scrypt cost, a frozen time.
+    """
+    parser = build_parser()
+    debug = False
+    where = PROG
+    try:
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        where = f"{PROG} {args.command}"
+        args.store_factory = store_factory
+        args.clock = clock
+        code: int = args.run(args)
+        return code
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_REFUSED
+    except (RefusedError, StoreError) as exc:
+        if debug:
+            raise
+        _err(f"{where}: {exc}")
+        return EXIT_REFUSED
+    except Exception as exc:
+        if debug:
+            raise
+        _err(
+            f"{PROG}: internal error ({type(exc).__name__}: {exc}); this is a bug in "
+            f"{PROG}, please report it with the output of the same command run with --debug"
+        )
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -177,7 +177,7 @@ class Display:
     high_contrast: bool = False
     large_text: bool = False
     read_aloud: bool = False
-    maxfps: int = 20
+    maxfps: int = 10
 
     @property
     def width(self) -> int:

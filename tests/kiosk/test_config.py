@@ -247,7 +247,7 @@ def test_display_defaults_to_the_7_inch_touch_display() -> None:
         high_contrast=False,
         large_text=False,
         read_aloud=False,
-        maxfps=20,
+        maxfps=10,
     )
     assert (display.width, display.height, display.portrait) == (800, 480, False)
 

@@ -136,4 +136,4 @@ def test_language_buttons_name_each_language_in_its_own_words_from_its_catalog()
         language_name(c) for c in LANGS
     ]
     assert language_name("es") == "Español"
-    assert config.SHIPPED_LANGUAGES == languages(), "config accepts exactly the shipped catalogs"
+    assert languages() == config.SHIPPED_LANGUAGES, "config accepts exactly the shipped catalogs"

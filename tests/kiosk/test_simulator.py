@@ -245,3 +245,30 @@ def test_ready_status_watchdog_and_a_clean_stop_on_sigterm(notify_socket: socket
     proc.stdin.close()
     with proc.stderr:
         assert "Traceback" not in proc.stderr.read()
+
+
+def test_safe_mode_is_out_of_service_with_the_emergency_path_up() -> None:
+    """R2: after a crash loop systemd starts --safe-mode: no visits, 911/988, alarm still works."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiosk",
+            "--simulate",
+            "--headless",
+            "--safe-mode",
+            "--config",
+            str(DEMO_CONFIG),
+        ],
+        input="state\ntouch start\nstate\nemergency press\nwait 1.2\nstate\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    statuses = [json.loads(line) for line in proc.stdout.splitlines()]
+    statuses = [m for m in statuses if m["type"] == "status"]
+    assert statuses[0]["state"] == "out_of_service" and "booth" in statuses[0]["faults"]
+    assert statuses[1]["state"] == "out_of_service", "no visit can start in safe mode"
+    assert statuses[2]["state"] == "emergency" and statuses[2]["emergency"] is True

@@ -479,6 +479,7 @@ def _call(booth: Booth, ui: UiState, t: Translator, v: View) -> View:
         notices.append(t(c.muted_notice))
     if booth.audio_only:
         notices.append(t(c.camera_off_notice))
+    notices.append(f"{t(c.volume)}: {ui.volume} / 10")  # the volume buttons' answer, in words
     if ui.panel is Local.ASK_END:
         return replace(
             v,

@@ -122,7 +122,9 @@ def test_in_call_controls_follow_mute_and_camera() -> None:
     view = present(Booth(state=State.IN_CALL, muted=True, audio_only=True), UiState(), CTX)
     intents = {a.intent for a in view.actions}
     assert {Intent.UNMUTE, Intent.CAMERA_ON} <= intents
-    assert len(view.body) == 2, "both choices are explained in words"
+    assert len(view.body) == 3, "both choices are explained in words, and the volume"
+    louder = reduce(UiState(), Action("", local=Local.VOLUME_UP))
+    assert present(Booth(state=State.IN_CALL), louder, CTX).body[-1] == "Volume: 7 / 10"
     ask = present(Booth(state=State.IN_CALL), UiState(panel=Local.ASK_END), CTX)
     assert [a.intent for a in ask.actions] == [Intent.END_CALL, None]
 

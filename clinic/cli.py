@@ -285,6 +285,57 @@ def _alerts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------- serve
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8443, help="port to listen on (default: 8443)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="use (and make, once) a self-signed certificate for localhost, beside the database",
+    )
+    parser.add_argument("--cert", type=Path, metavar="PEM", help="the hub's TLS certificate chain")
+    parser.add_argument("--key", type=Path, metavar="PEM", help="the certificate's private key")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run the hub until interrupted."""
+    import ssl
+
+    from aiohttp import web
+
+    from clinic.server import certificate_sha256, create_app, dev_certificate
+
+    if args.dev:
+        if args.cert is not None or args.key is not None:
+            raise RefusedError("--dev makes its own certificate; leave out --cert and --key")
+        cert, key, fingerprint = dev_certificate(db_path(args)[0].resolve().parent / "dev-tls")
+    else:
+        if args.cert is None or args.key is None:
+            raise RefusedError(
+                "serving needs the hub's TLS certificate: give --cert PEM and --key PEM "
+                "(or --dev on a laptop for a self-signed one)"
+            )
+        cert, key = args.cert, args.key
+        try:
+            fingerprint = certificate_sha256(cert.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RefusedError(f"cannot read the certificate {cert}: {exc}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RefusedError(f"cannot use the certificate {cert} with the key {key}: {exc}") from None
+    with open_store(args) as store:
+        app = create_app(store, turn=None, clock=args.clock)
+        print(f"Booths connect to wss://{args.host}:{args.port}/booth; in each booth's [hub]:")
+        print(f'certificate_sha256 = "{fingerprint}"', flush=True)
+        web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -328,7 +379,12 @@ COMMANDS: tuple[Command, ...] = (
         _add_appointment,
     ),
     Command("alerts", "list staff alerts not yet acknowledged", _no_args, _alerts),
-    # `serve` (the hub server; `--dev` for a laptop) goes here.
+    Command(
+        "serve",
+        "run the hub server over HTTPS (--dev: a self-signed certificate for a laptop)",
+        _serve_args,
+        _serve,
+    ),
 )
 
 

@@ -270,10 +270,10 @@ def present(booth: Booth, ui: UiState, ctx: Context) -> View:
         and state is not State.WRAP_UP
     ):
         m = texts.message_text(state, booth.message)
-        view = replace(view, banner=" ".join([t(m.title), *(t(line) for line in m.body)]))
+        view = replace(view, banner=_banner(t, m))
     elif not booth.network_up and state in CALL_OR_QUEUE:
         m = texts.MESSAGES[Message.CONNECTION_LOST]
-        view = replace(view, banner=" ".join([t(m.title), *(t(line) for line in m.body)]))
+        view = replace(view, banner=_banner(t, m))
     if booth.idle_warning:
         w = texts.IDLE_WARNING
         seconds = max(ui.idle_seconds_left, 0)
@@ -290,6 +290,14 @@ def present(booth: Booth, ui: UiState, ctx: Context) -> View:
 
 
 CALL_OR_QUEUE = frozenset({State.WAITING, State.IN_CALL, State.PRIVACY_PAUSE})
+
+
+def _banner(t: Translator, m: texts.MessageText) -> str:
+    """A message's title and lines as one sentence run: titles carry no full stop."""
+    title = t(m.title)
+    if title and title[-1] not in ".!?":
+        title += "."
+    return " ".join([title, *(t(line) for line in m.body)])
 # Where staff may open technician mode: never over a resident's visit.
 TECHNICIAN_FROM = frozenset({State.ATTRACT, State.OUT_OF_SERVICE, State.EMERGENCY})
 

@@ -298,6 +298,8 @@ def _banner(t: Translator, m: texts.MessageText) -> str:
     if title and title[-1] not in ".!?":
         title += "."
     return " ".join([title, *(t(line) for line in m.body)])
+
+
 # Where staff may open technician mode: never over a resident's visit.
 TECHNICIAN_FROM = frozenset({State.ATTRACT, State.OUT_OF_SERVICE, State.EMERGENCY})
 

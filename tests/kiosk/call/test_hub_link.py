@@ -1,0 +1,375 @@
+"""The booth's hub link against the real hub (``clinic.server``) over TLS on loopback.
+
+Each test starts the hub as ``tests/clinic/test_server.py`` does (aiohttp
+``AppRunner`` + ``TCPSite`` on 127.0.0.1, the dev certificate, scrypt at a tiny
+cost) and a :class:`HubLink` pinning its certificate, with backoff in
+milliseconds so reconnecting takes no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from clinic import protocol
+from clinic.protocol import Hello, Welcome, new_id
+from clinic.server import Hub, create_app, dev_certificate, hub_of
+from clinic.store import ScryptParams, Store
+from kiosk import config, session
+from kiosk.call.hub_link import BACKOFF_FIRST, BACKOFF_MAX, HubLink
+from kiosk.controller import CallPort, StaffAlerts, Visit
+
+FAST = ScryptParams(n=16, r=1, p=1)
+T0 = 1_750_000_000.0
+CODE = "482913"
+SITE = config.Site(
+    name="Riverside Library",
+    street_address="1 Main St",
+    room="Room 2",
+    time_zone="America/Chicago",
+    languages=("en", "es"),
+)
+
+
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+    fingerprint: str
+
+    def server(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+@dataclass(frozen=True)
+class Tls:
+    hub: Cert
+    other: Cert  # another self-signed certificate: what an impostor would serve
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return Tls(
+        Cert(*dev_certificate(tmp_path_factory.mktemp("tls"))),
+        Cert(*dev_certificate(tmp_path_factory.mktemp("other-tls"))),
+    )
+
+
+@dataclass(frozen=True)
+class Db:
+    store: Store
+    token: str
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Db]:
+    store = Store(tmp_path / "hub.sqlite3", password_params=FAST)
+    with store:
+        token = store.add_booth(
+            "booth-1",
+            name="Riverside booth",
+            site="Riverside Library",
+            address="1 Main St",
+            room="2",
+        )
+        store.add_clinician("a.rivera", "correct horse battery staple", "Dr. Ana Rivera")
+        store.add_appointment(CODE, "a.rivera", T0)
+        yield Db(store, token)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@dataclass
+class Running:
+    hub: Hub
+    requests: list[str]  # every HTTP request the hub received
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def hub_server(db: Db, cert: Cert, port: int = 0) -> AsyncIterator[Running]:
+    app = create_app(db.store, turn=None, clock=lambda: T0)
+    requests: list[str] = []
+
+    @web.middleware
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        requests.append(request.path)
+        return await handler(request)
+
+    app.middlewares.append(count)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    hub = hub_of(app)
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=cert.server())
+        await site.start()
+        yield Running(hub, requests)
+    finally:
+        for ws in list(hub.connections.values()):  # the hub going away closes its sockets
+            await ws.close()
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def booth_link(
+    db: Db, port: int, pin: str, events: list[session.Event]
+) -> AsyncIterator[HubLink]:
+    hub = config.Hub(url=f"wss://127.0.0.1:{port}/booth", certificate_sha256=pin)
+    link = HubLink(
+        hub,
+        "booth-1",
+        db.token,
+        site=SITE,
+        on_event=events.append,
+        clock=lambda: T0 + 5,
+        backoff_first=0.01,
+        backoff_max=0.05,
+        welcome_timeout=2.0,
+    )
+    link.start()
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+LOST, RESTORED = session.NetworkLost(), session.NetworkRestored()
+
+
+def visit(code: str | None = None) -> Visit:
+    return Visit(language="es", started=T0, appointment_code=code, audio_only=True)
+
+
+# ------------------------------------------------------------------- tests
+
+
+def test_the_link_is_both_ports() -> None:
+    def ports(link: HubLink) -> tuple[CallPort, StaffAlerts]:
+        return link, link  # checked by mypy when tests are type-checked
+
+    assert callable(ports)
+
+
+def test_connects_pinning_the_hubs_certificate(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        events: list[session.Event] = []
+        async with (
+            hub_server(db, tls.hub, port) as server,
+            booth_link(db, port, tls.hub.fingerprint, events) as link,
+        ):
+            await eventually(lambda: link.connected)
+            assert server.hub.booths["booth-1"].online
+            assert server.requests == ["/booth"]
+        assert events == []
+
+    asyncio.run(main())
+
+
+def test_another_certificate_is_refused_and_nothing_is_sent(
+    db: Db, tls: Tls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub serves a different self-signed certificate: no request ever reaches it."""
+
+    async def main() -> None:
+        port = free_port()
+        events: list[session.Event] = []
+        async with (
+            hub_server(db, tls.other, port) as server,
+            booth_link(db, port, tls.hub.fingerprint, events) as link,
+        ):
+            link.alert("emergency")
+
+            def refusals() -> int:
+                return sum("does not match" in r.getMessage() for r in caplog.records)
+
+            await eventually(lambda: refusals() >= 3)  # and it keeps trying, with backoff
+            assert events == [LOST]
+            assert not link.connected
+            assert server.requests == []  # not even the HTTP upgrade was sent
+            assert server.hub.booths == {}
+            assert await server.hub.unacked_alerts() == []
+            assert len(link.outbox) == 1  # kept for the real hub
+
+            # The twin: without pinning, the very same connection would have worked.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(f"wss://127.0.0.1:{port}/booth", ssl=False) as ws,
+            ):
+                hello = Hello(id=new_id(), booth_id="booth-1", token=db.token, firmware="0.1.0")
+                await ws.send_str(protocol.encode(hello))
+                reply = await ws.receive(timeout=5)
+                assert isinstance(protocol.parse(reply.data, sender="hub"), Welcome)
+            assert server.requests == ["/booth"]
+
+        # And a booth pinning that certificate connects to it.
+        async with (
+            hub_server(db, tls.other, port) as server,
+            booth_link(db, port, tls.other.fingerprint, []) as link,
+        ):
+            await eventually(lambda: link.connected)
+
+    caplog.set_level(logging.INFO, logger="kiosk.call.hub_link")
+    asyncio.run(main())
+
+
+def test_alert_raised_while_the_hub_is_down_is_delivered_when_it_starts(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        events: list[session.Event] = []
+        async with booth_link(db, port, tls.hub.fingerprint, events) as link:
+            await eventually(lambda: events == [LOST])
+            link.alert("emergency")
+            (alert_id,) = link.outbox
+            await asyncio.sleep(0.05)  # a few failed attempts
+            assert list(link.outbox) == [alert_id]
+            async with hub_server(db, tls.hub, port) as server:
+                await eventually(lambda: not link.outbox)
+                assert events == [LOST, RESTORED]
+                (stored,) = await server.hub.unacked_alerts()
+                assert (stored.booth.booth_id, stored.alert_id, stored.kind) == (
+                    "booth-1",
+                    alert_id,
+                    "emergency",
+                )
+                assert stored.raised_at == T0 + 5
+        assert await server.hub.unacked_alerts() == [stored]  # stored once
+
+    asyncio.run(main())
+
+
+def test_alert_sent_while_connected_is_acknowledged_and_leaves_the_outbox(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        async with (
+            hub_server(db, tls.hub, port) as server,
+            booth_link(db, port, tls.hub.fingerprint, []) as link,
+        ):
+            await eventually(lambda: link.connected)
+            link.alert("emergency")
+            link.alert("emergency")  # held twice: two alerts
+            ids = list(link.outbox)
+            assert len(ids) == 2
+            await eventually(lambda: not link.outbox)
+            stored = await server.hub.unacked_alerts()
+            assert sorted(a.alert_id for a in stored) == sorted(ids)
+            assert datetime.fromtimestamp(stored[0].raised_at, UTC) == datetime.fromtimestamp(
+                T0 + 5, UTC
+            )
+
+    asyncio.run(main())
+
+
+def test_hub_restarted_mid_visit_the_booth_reconnects_and_keeps_its_place(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        events: list[session.Event] = []
+        async with contextlib.AsyncExitStack() as stack:
+            first_hub = contextlib.AsyncExitStack()  # stopped mid-test, or at the end on failure
+            stack.push_async_exit(first_hub)
+            server = await first_hub.enter_async_context(hub_server(db, tls.hub, port))
+            link = await stack.enter_async_context(
+                booth_link(db, port, tls.hub.fingerprint, events)
+            )
+            await eventually(lambda: link.connected)
+            await link.join_queue(visit())
+            await eventually(lambda: link.position == 1)
+            assert server.hub.position("booth-1") == 1
+            await first_hub.aclose()  # the hub goes away mid-visit
+
+            await eventually(lambda: events == [LOST])
+            assert not link.connected and link.position is None
+            async with hub_server(db, tls.hub, port) as server:
+                await eventually(lambda: link.connected)
+                assert events == [LOST, RESTORED]
+                await eventually(lambda: link.position == 1)  # asked again by itself
+                assert server.hub.position("booth-1") == 1
+                await link.leave_queue()
+                await eventually(lambda: server.hub.position("booth-1") is None)
+                assert link.position is None
+
+    asyncio.run(main())
+
+
+def test_wrong_appointment_code_is_refused(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        events: list[session.Event] = []
+        async with (
+            hub_server(db, tls.hub, port) as server,
+            booth_link(db, port, tls.hub.fingerprint, events) as link,
+        ):
+            await eventually(lambda: link.connected)
+            await link.join_queue(visit("000000"))
+            await eventually(lambda: events == [session.CodeRefused()])
+            assert link.position is None
+            assert server.hub.queue == []
+
+    asyncio.run(main())
+
+
+def test_right_appointment_code_queues_and_is_never_logged(
+    db: Db, tls: Tls, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        port = free_port()
+        async with (
+            hub_server(db, tls.hub, port) as server,
+            booth_link(db, port, tls.hub.fingerprint, []) as link,
+        ):
+            await eventually(lambda: link.connected)
+            await link.join_queue(visit(CODE))
+            await eventually(lambda: link.position == 1)
+            (entry,) = server.hub.snapshot().queue
+            assert (entry.language, entry.audio_only, entry.has_appointment) == ("es", True, True)
+            link.alert("emergency")
+            await eventually(lambda: not link.outbox)
+
+    caplog.set_level(logging.DEBUG)
+    asyncio.run(main())
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("kiosk"))
+    assert "join_queue" in logged and "alert" in logged  # types and ids are logged ...
+    for secret in (CODE, db.token, SITE.street_address):  # ... what they carried is not
+        assert secret not in logged
+
+
+def test_backoff_doubles_from_half_a_second_to_thirty_with_jitter() -> None:
+    hub = config.Hub(url="wss://127.0.0.1:1/booth", certificate_sha256="0" * 64)
+    low = HubLink(hub, "booth-1", "t" * 43, site=SITE, on_event=print, rng=lambda: 0.0)
+    high = HubLink(hub, "booth-1", "t" * 43, site=SITE, on_event=print, rng=lambda: 0.999999)
+    assert (BACKOFF_FIRST, BACKOFF_MAX) == (0.5, 30.0)
+    steps = [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    for failures, step in enumerate(steps, start=1):
+        assert low._backoff(failures) == step / 2
+        assert high._backoff(failures) == pytest.approx(step, rel=1e-5)

@@ -28,7 +28,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -46,17 +45,21 @@ from clinic.store import (
     username_problem,
 )
 from kiosk import __version__
+from kiosk.commandline import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Command,
+    add_commands,
+    err,
+    run,
+)
 
 PROG = "clinic-hub"
 DEFAULT_DB = Path("/var/lib/clinic-hub/hub.sqlite3")
 DB_ENV = "CLINIC_HUB_DB"
 MAX_VALID_HOURS = 90 * 24
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_BUG = 70  # EX_SOFTWARE
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_REFUSED = EXIT_PROBLEMS
 
 StoreFactory = Callable[[Path], Store]
 """How a command opens the database; tests pass one with a cheap scrypt cost."""
@@ -66,8 +69,7 @@ class RefusedError(Exception):
     """The command cannot go ahead; the message says why and what to do instead."""
 
 
-def _err(line: str) -> None:
-    print(line, file=sys.stderr)
+_err = err
 
 
 def _when(timestamp: float) -> str:
@@ -343,16 +345,6 @@ def _no_args(parser: argparse.ArgumentParser) -> None:
     del parser
 
 
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: how it reads its arguments and what it does."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
 COMMANDS: tuple[Command, ...] = (
     Command(
         "add-clinician",
@@ -399,38 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--db", type=Path, metavar="PATH", help=db_help)
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show a traceback if this tool itself fails (for a bug report)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(p)
+
+    def db_after_command(p: argparse.ArgumentParser) -> None:
         # Also after the subcommand; SUPPRESS keeps a value given before it.
         p.add_argument("--db", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=db_help)
-        p.set_defaults(run=command.run)
+
+    add_commands(parser, COMMANDS, db_after_command)
     return parser
-
-
-def _exit_code(exc: SystemExit) -> int:
-    """argparse exits for --help and usage errors; turn that into a return value."""
-    if exc.code is None:
-        return EXIT_OK
-    if isinstance(exc.code, int):
-        return exc.code
-    _err(str(exc.code))
-    return EXIT_REFUSED
-
-
-def _silence_stdout() -> None:
-    """The reader of our output went away (``| head``); don't complain at exit."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def main(
@@ -443,41 +410,12 @@ def main(
 
     ``store_factory`` and ``clock`` are for tests: a cheap scrypt cost, a frozen time.
     """
-    parser = build_parser()
-    debug = False
-    where = PROG
-    try:
-        args = parser.parse_args(argv)
-        debug = args.debug
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
-        where = f"{PROG} {args.command}"
+
+    def prepare(args: argparse.Namespace) -> None:
         args.store_factory = store_factory
         args.clock = clock
-        code: int = args.run(args)
-        return code
-    except SystemExit as exc:
-        return _exit_code(exc)
-    except KeyboardInterrupt:
-        _err(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_REFUSED
-    except (RefusedError, StoreError) as exc:
-        if debug:
-            raise
-        _err(f"{where}: {exc}")
-        return EXIT_REFUSED
-    except Exception as exc:
-        if debug:
-            raise
-        _err(
-            f"{PROG}: internal error ({type(exc).__name__}: {exc}); this is a bug in "
-            f"{PROG}, please report it with the output of the same command run with --debug"
-        )
-        return EXIT_BUG
+
+    return run(PROG, build_parser(), argv, expected=(RefusedError, StoreError), prepare=prepare)
 
 
 if __name__ == "__main__":

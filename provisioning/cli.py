@@ -19,28 +19,26 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from kiosk import __version__
+from kiosk.commandline import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Command,
+    add_commands,
+    err,
+    run,
+)
 from kiosk.config import DEFAULT_PATH, load, problem_report
 from kiosk.errors import ConfigError, KioskError
 from kiosk.technician import PIN_MAX_DIGITS, PIN_MIN_DIGITS, hash_pin, pin_is_guessable, pin_problem
 
 PROG = "kiosk-provision"
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_BUG = 70  # EX_SOFTWARE
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr)
+_err = err
 
 
 # ------------------------------------------------------------------ commands
@@ -135,16 +133,6 @@ def _hash_pin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: how it reads its arguments and what it does."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
 COMMANDS: tuple[Command, ...] = (
     Command(
         "check",
@@ -171,71 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Set up, check and look after a telehealth booth.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show a traceback if this tool itself fails (for a bug report)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(p)
-        p.set_defaults(run=command.run)
+    add_commands(parser, COMMANDS)
     return parser
-
-
-def _exit_code(exc: SystemExit) -> int:
-    """argparse exits for --help and usage errors; turn that into a return value."""
-    if exc.code is None:
-        return EXIT_OK
-    if isinstance(exc.code, int):
-        return exc.code
-    _err(str(exc.code))
-    return EXIT_PROBLEMS
-
-
-def _silence_stdout() -> None:
-    """The reader of our output went away (``| head``); don't complain at exit."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return its exit code (the console script exits with it)."""
-    parser = build_parser()
-    debug = False
-    try:
-        args = parser.parse_args(argv)
-        debug = args.debug
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
-        code: int = args.run(args)
-        return code
-    except SystemExit as exc:
-        return _exit_code(exc)
-    except KeyboardInterrupt:
-        _err(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_PROBLEMS
-    except KioskError as exc:
-        if debug:
-            raise
-        _err(f"{PROG}: {exc}")
-        return EXIT_PROBLEMS
-    except Exception as exc:
-        if debug:
-            raise
-        _err(
-            f"{PROG}: internal error ({type(exc).__name__}: {exc}); this is a bug in "
-            f"{PROG}, please report it with the output of the same command run with --debug"
-        )
-        return EXIT_BUG
+    return run(PROG, build_parser(), argv, expected=(KioskError,), name_command=False)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ with them goes to stderr.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +48,7 @@ from kiosk.commandline import (
     EXIT_PROBLEMS,
     Command,
     add_commands,
+    ask_hidden,
     err,
     run,
 )
@@ -101,18 +100,7 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def _ask(prompt: str) -> str:
-    """Read a password without showing it; refuse rather than echo it when there is no terminal."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", getpass.GetPassWarning)
-        try:
-            return getpass.getpass(prompt)
-        except getpass.GetPassWarning:
-            raise RefusedError(
-                "no terminal to type the password into without showing it; "
-                "run this in a terminal, or pipe the password in with --password-stdin"
-            ) from None
-        except EOFError:
-            raise RefusedError("no password given") from None
+    return ask_hidden(prompt, "password", "--password-stdin", RefusedError)
 
 
 def _read_password(username: str, from_stdin: bool) -> str:

@@ -10,8 +10,10 @@ a hint to rerun with ``--debug``, which shows the traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +36,25 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+
+
+def ask_hidden(prompt: str, what: str, flag: str, refuse: type[Exception]) -> str:
+    """Read a secret without showing it; refuse (never echo it) when there is no terminal.
+
+    ``what`` names the secret ("password", "PIN") and ``flag`` the option that
+    reads it from standard input instead, for the refusal's advice.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except getpass.GetPassWarning:
+            raise refuse(
+                f"no terminal to type the {what} into without showing it; "
+                f"run this in a terminal, or pipe the {what} in with {flag}"
+            ) from None
+        except EOFError:
+            raise refuse(f"no {what} given") from None
 
 
 def add_commands(

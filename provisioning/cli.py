@@ -18,9 +18,7 @@ Exit codes: 0 all well; 1 problems found (listed on stderr); 2 wrong usage;
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from kiosk.commandline import (
     EXIT_PROBLEMS,
     Command,
     add_commands,
+    ask_hidden,
     err,
     run,
 )
@@ -80,18 +79,7 @@ def _hash_pin_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _ask_pin(prompt: str) -> str:
-    """Read a PIN without showing it; refuse rather than echo it when there is no terminal."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", getpass.GetPassWarning)
-        try:
-            return getpass.getpass(prompt)
-        except getpass.GetPassWarning:
-            raise _PinRefusedError(
-                "no terminal to type the PIN into without showing it; "
-                "run this in a terminal, or pipe the PIN in with --stdin"
-            ) from None
-        except EOFError:
-            raise _PinRefusedError("no PIN given") from None
+    return ask_hidden(prompt, "PIN", "--stdin", _PinRefusedError)
 
 
 def _read_pin(from_stdin: bool) -> str:

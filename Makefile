@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Kivy's GL and touch libraries, udev and systemd-analyze for the tests.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev libcap-dev \
   ca-certificates libgl1 libegl1 libmtdev1 udev systemd iproute2 e2fsprogs mount \
-  espeak-ng alsa-utils xvfb xauth xdotool gettext coturn
+  espeak-ng alsa-utils xvfb xauth xdotool gettext coturn chromium iptables nftables
 
 export KIVY_NO_ARGS := 1
 export KIVY_HOME := $(CURDIR)/.kivy

@@ -94,6 +94,8 @@ class Site:
 class Hub:
     url: str
     certificate_sha256: str
+    credential_file: Path | None = None
+    """Where the booth's hub credential is kept (0600); None runs the booth without a hub."""
 
 
 @dataclass(frozen=True)
@@ -421,6 +423,17 @@ def hub_url(value: Any) -> str:
     return url
 
 
+def absolute_path(value: Any) -> Path:
+    """A file named from the filesystem's root, so it never depends on the working directory."""
+    name = text(400)(value)
+    if not name.startswith("/") or "\0" in name:
+        raise _InvalidValueError(
+            f'must be an absolute path such as "/etc/telehealth-booth/hub-credential", '
+            f"not {_show(value)}"
+        )
+    return Path(name)
+
+
 def fingerprint(value: Any) -> str:
     """The hub certificate's SHA-256, stored as 64 lowercase hex digits."""
     if not isinstance(value, str):
@@ -572,6 +585,7 @@ def _hub(s: _Section) -> Hub:
             fingerprint,
             why=" (the hub certificate's SHA-256 fingerprint, 64 hex digits)",
         ),
+        credential_file=s.get("credential_file", absolute_path, None),
     )
     s.done()
     return out
@@ -930,3 +944,51 @@ def problem_report(error: ConfigError) -> list[str]:
         return problems
     count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
     return [f"{error.source or 'configuration'}: {count}", *problems]
+
+
+_CREDENTIAL = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
+
+
+def read_credential(hub: Hub) -> str | None:
+    """The booth's hub credential from ``[hub] credential_file``; None when none is configured.
+
+    Read at start-up rather than kept in the TOML, so the configuration can be
+    shown and copied without the secret. Refused when anyone but the owner and
+    group can read it, as ssh refuses a private key.
+    """
+    path = hub.credential_file
+    if path is None:
+        return None
+    where = f"hub.credential_file ({path})"
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError([f"{where}: {problem}"], str(path))
+
+    try:
+        raw = _read(path)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise fail(
+            "no such file; write the credential `clinic-hub add-booth` printed into it "
+            "(chmod 600)"
+        ) from None
+    except IsADirectoryError:
+        raise fail("is a folder; give the path of the credential file") from None
+    except _NotARegularFileError:
+        raise fail("is not a regular file (a pipe, socket or device)") from None
+    except PermissionError:
+        raise fail("cannot be read (permission denied); check its owner") from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if mode & stat.S_IROTH:
+        raise fail("can be read by any user; make it private with chmod 600")
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not _CREDENTIAL.fullmatch(token):
+        raise fail(
+            "does not hold a credential (16-512 letters, digits and ._~+/=-, as "
+            "`clinic-hub add-booth` prints it)"
+        )
+    return token

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from kivy.app import App
 from kivy.base import EventLoop
@@ -21,6 +21,7 @@ from kivy.core.window import Window
 from kivy.input.provider import MotionEventProvider
 from kivy.properties import ObjectProperty
 
+from hardware.camera import Frame
 from hardware.speech import Speaker
 from kiosk import texts
 from kiosk.controller import Controller
@@ -45,6 +46,17 @@ from kiosk.ui.root import BoothRoot
 
 _log = logging.getLogger(__name__)
 
+PREVIEW_INTERVAL = 0.1
+"""Self-view and microphone bar before a call: ten pictures a second are enough to check."""
+CALL_FPS = 25
+"""The clinician's face in a call: drawn this often, and Kivy ticks at least this fast then."""
+
+
+class RemoteVideo(Protocol):
+    """The call engine's side the screen needs: the clinician's newest picture."""
+
+    def remote_frame(self) -> Frame | None: ...
+
 
 class BoothApp(App):  # type: ignore[misc]
     """One window; the controller's booth drawn through the presenter."""
@@ -59,6 +71,7 @@ class BoothApp(App):  # type: ignore[misc]
         *,
         speaker: Speaker | None = None,
         runtime: Any = None,
+        remote: RemoteVideo | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +79,7 @@ class BoothApp(App):  # type: ignore[misc]
         self.runtime = runtime  # given only on a laptop: adds the simulator's panel
         self.config_ = controller.config
         self.speaker = speaker
+        self.remote = remote
         self.ui: UiState = fresh_ui(self.config_)
         self.look = Look(self.config_.display, self.ui.large_text, self.ui.high_contrast)
         t = self.config_.technician
@@ -78,7 +92,10 @@ class BoothApp(App):  # type: ignore[misc]
         self._tick: Any = None
         self._read_first = _ReadInputFirst(Window)
         self._preview: Any = None
+        self._preview_interval = 0.0
         self._texture: Any = None
+        self._remote_texture: Any = None
+        self._idle_fps: float | None = None
 
     # ------------------------------------------------------------ Kivy hooks
 
@@ -112,6 +129,7 @@ class BoothApp(App):  # type: ignore[misc]
         EventLoop.remove_input_provider(self._read_first)
         if self._preview is not None:
             self._preview.cancel()
+        self._set_call_fps(False)
 
     def open_settings(self, *largs: Any) -> bool:
         return False  # Kivy's settings panel is never reachable on a booth
@@ -199,37 +217,49 @@ class BoothApp(App):  # type: ignore[misc]
         self._follow_preview(view)
 
     def _follow_preview(self, view: View) -> None:
-        """Self-view and microphone bar, refreshed ten times a second while shown."""
-        wanted = view.self_view or view.level_meter
-        if wanted and self._preview is None:
-            self._preview = Clock.schedule_interval(self._refresh_preview, 0.1)
-        elif not wanted and self._preview is not None:
+        """Pictures and the microphone bar, refreshed while a screen shows them.
+
+        Before a call ten times a second is plenty and keeps the booth cool; a
+        clinician's face needs :data:`CALL_FPS`, so Kivy ticks faster for as
+        long as it is shown and goes back to the configured rate after.
+        """
+        wanted = view.self_view or view.level_meter or view.remote_video
+        interval = 1 / CALL_FPS if view.remote_video else PREVIEW_INTERVAL
+        if self._preview is not None and (not wanted or interval != self._preview_interval):
             self._preview.cancel()
             self._preview = None
+        if wanted and self._preview is None:
+            self._preview = Clock.schedule_interval(self._refresh_preview, interval)
+            self._preview_interval = interval
+        if not wanted:
             self._texture = None  # drop the last picture of the resident too
+        if not view.remote_video:
+            self._remote_texture = None  # and of the clinician
+        self._set_call_fps(view.remote_video)
+
+    def _set_call_fps(self, calling: bool) -> None:
+        # Kivy reads the frame cap on every tick; the config's value is the idle one.
+        if calling and self._idle_fps is None:
+            self._idle_fps = Clock._max_fps
+            Clock._max_fps = max(float(CALL_FPS), self._idle_fps)
+        elif not calling and self._idle_fps is not None:
+            Clock._max_fps = self._idle_fps
+            self._idle_fps = None
 
     def _refresh_preview(self, dt: float) -> None:
-        media = getattr(self.controller.devices, "preview", None)
-        if self.root_widget is None or media is None:
+        if self.root_widget is None:
             return
         screen = self.root_widget.manager.current_screen
-        frame = self.controller.devices.preview()  # type: ignore[attr-defined]
-        level = self.controller.devices.level()  # type: ignore[attr-defined]
-        if hasattr(screen, "level"):
-            screen.level = level
-        if not hasattr(screen, "frame"):
-            return
-        if frame is None:
-            screen.frame = None
-            return
-        from kivy.graphics.texture import Texture
-
-        texture = self._texture
-        if texture is None or tuple(texture.size) != (frame.width, frame.height):
-            texture = Texture.create(size=(frame.width, frame.height), colorfmt="rgb")
-            self._texture = texture
-        texture.blit_buffer(frame.rgb, colorfmt="rgb", bufferfmt="ubyte")
-        screen.frame = texture
+        preview = getattr(self.controller.devices, "preview", None)
+        if preview is not None:
+            if hasattr(screen, "level"):
+                screen.level = self.controller.devices.level()  # type: ignore[attr-defined]
+            if hasattr(screen, "frame"):
+                self._texture = _show(preview(), self._texture)
+                screen.frame = self._texture
+        if hasattr(screen, "remote") and self.remote is not None:
+            self._remote_texture = _show(self.remote.remote_frame(), self._remote_texture)
+            screen.remote = self._remote_texture
         screen.canvas.ask_update()
 
     def _rebuild(self) -> None:
@@ -299,6 +329,18 @@ class _ReadInputFirst(MotionEventProvider):  # type: ignore[misc]
 
 
 _IDLE_WATCHED = frozenset({State.NOTICE, State.DOOR_CHECK, State.CHECK_IN, State.DEVICE_CHECK})
+
+
+def _show(frame: Frame | None, texture: Any) -> Any:
+    """``frame`` in ``texture`` (a new one when the size changed); None for no picture."""
+    if frame is None:
+        return None
+    from kivy.graphics.texture import Texture
+
+    if texture is None or tuple(texture.size) != (frame.width, frame.height):
+        texture = Texture.create(size=(frame.width, frame.height), colorfmt="rgb")
+    texture.blit_buffer(frame.rgb, colorfmt="rgb", bufferfmt="ubyte")
+    return texture
 
 
 async def run_app(app: BoothApp, stopped: asyncio.Event) -> None:

@@ -1036,3 +1036,52 @@ def test_any_text_gives_a_config_or_a_config_error(document: str) -> None:
         assert exc.problems
         for line in exc.problems:
             assert line.startswith("booth.toml: ") or PROBLEM_LINE.match(line), line
+
+
+# ------------------------------------------------------------ hub credential
+
+
+def test_credential_file_is_optional_and_absolute() -> None:
+    assert from_dict(minimal()).hub.credential_file is None
+    data = put(minimal(), "hub.credential_file", "/etc/telehealth-kiosk/hub-credential")
+    assert from_dict(data).hub.credential_file == Path("/etc/telehealth-kiosk/hub-credential")
+    problem = only_problem(put(minimal(), "hub.credential_file", "hub-credential"))
+    assert problem.startswith("hub.credential_file: must be an absolute path")
+
+
+def _hub_with(path: Path) -> config.Hub:
+    return config.Hub(url="wss://hub.example.org/booth", certificate_sha256=FINGERPRINT,
+                      credential_file=path)
+
+
+def test_credential_is_read_from_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "cred"
+    path.write_text("Abcdefghijklmnop_-0123456789\n")
+    path.chmod(0o600)
+    assert config.read_credential(_hub_with(path)) == "Abcdefghijklmnop_-0123456789"
+    assert config.read_credential(config.Hub("wss://h/booth", FINGERPRINT)) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "expected"),
+    [
+        (None, 0o600, "no such file; write the credential"),
+        ("short", 0o600, "does not hold a credential"),
+        ("Abcdefghijklmnop_-0123456789", 0o644, "can be read by any user; make it private"),
+        ("bad token with spaces!!", 0o600, "does not hold a credential"),
+    ],
+)
+def test_credential_problems_name_the_key_and_the_fix(
+    tmp_path: Path, content: str | None, mode: int, expected: str
+) -> None:
+    path = tmp_path / "cred"
+    if content is not None:
+        path.write_text(content)
+        path.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        config.read_credential(_hub_with(path))
+    (line,) = caught.value.problems
+    assert line.startswith(f"hub.credential_file ({path}): ")
+    assert expected in line
+    if content is not None:
+        assert content not in line, "a credential is never repeated back"

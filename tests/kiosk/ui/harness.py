@@ -106,8 +106,13 @@ async def run_booth(
     scenario: Callable[[Pilot], Awaitable[None]],
     cfg: config.BoothConfig | None = None,
     speaker: Any = None,
+    remote: Any = None,
 ) -> None:
-    """Start the booth and its window, run ``scenario``, stop both."""
+    """Start the booth and its window, run ``scenario``, stop both.
+
+    ``remote`` stands in for the call engine's clinician video when given;
+    otherwise the runtime's own call engine (if any) is drawn.
+    """
     cfg = cfg or booth_config()
     boot.configure(cfg.display, window=False, simulate=True)
     from kivy.config import Config
@@ -119,7 +124,7 @@ async def run_booth(
 
     runtime = BoothRuntime(cfg, simulate=True)
     controller = await runtime.start()
-    app = BoothApp(controller, speaker=speaker)
+    app = BoothApp(controller, speaker=speaker, remote=remote or getattr(runtime, "call", None))
     stopped = asyncio.Event()
     ui = asyncio.ensure_future(run_app(app, stopped))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 from kiosk.session import ClinicianAnswered
 from tests.kiosk.ui.harness import Pilot, booth_config, run_booth
@@ -221,3 +222,39 @@ def test_device_check_shows_the_camera_and_a_moving_microphone_bar() -> None:
         assert p.app._texture is None
 
     asyncio.run(run_booth(scenario))
+
+
+def test_the_clinician_is_drawn_large_in_a_call_at_call_frame_rate() -> None:
+    from kivy.clock import Clock
+
+    from hardware.camera import TestCard
+    from kiosk.ui.app import CALL_FPS
+
+    clinician = TestCard(width=640, height=480)
+    clinician.open()
+
+    class Remote:
+        def remote_frame(self) -> Any:
+            return clinician.latest()
+
+    async def scenario(p: Pilot) -> None:
+        idle_fps = Clock._max_fps
+        await p.press("start")
+        await p.press("accept")
+        await p.press("walk_in")
+        await p.press("devices_ok")
+        p.controller.post(ClinicianAnswered())
+        await p.wait_for("in_call")
+        await asyncio.sleep(0.2)
+        screen = p.app.root_widget.manager.current_screen
+        assert screen.remote is not None and tuple(screen.remote.size) == (640, 480)
+        assert Clock._max_fps == max(CALL_FPS, idle_fps)
+        first = bytes(screen.remote.pixels)
+        await asyncio.sleep(0.3)
+        assert bytes(screen.remote.pixels) != first, "the clinician's picture moves"
+        await p.press("ask_end")
+        await p.press("end_call")
+        assert Clock._max_fps == idle_fps, "back to the idle frame rate after the call"
+        assert p.app._remote_texture is None, "no picture of the clinician is kept"
+
+    asyncio.run(run_booth(scenario, remote=Remote()))

@@ -940,7 +940,8 @@ def problem_report(error: ConfigError) -> list[str]:
     same thing. Problems about the file itself already name it and stand alone.
     """
     problems = error.problems or ["unknown problem"]
-    if error.source and all(p.startswith(f"{error.source}: ") for p in problems):
+    alone = (f"{error.source}: ", f"{error.source} (")
+    if error.source and all(p.startswith(alone) for p in problems):
         return problems
     count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
     return [f"{error.source or 'configuration'}: {count}", *problems]
@@ -959,7 +960,7 @@ def read_credential(hub: Hub) -> str | None:
     path = hub.credential_file
     if path is None:
         return None
-    where = f"hub.credential_file ({path})"
+    where = f"{path} (hub.credential_file)"
 
     def fail(problem: str) -> ConfigError:
         return ConfigError([f"{where}: {problem}"], str(path))

@@ -1081,7 +1081,7 @@ def test_credential_problems_name_the_key_and_the_fix(
     with pytest.raises(ConfigError) as caught:
         config.read_credential(_hub_with(path))
     (line,) = caught.value.problems
-    assert line.startswith(f"hub.credential_file ({path}): ")
+    assert line.startswith(f"{path} (hub.credential_file): ")
     assert expected in line
     if content is not None:
         assert content not in line, "a credential is never repeated back"

@@ -65,12 +65,42 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_example_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "check", str(BOOTH_TOML)) == (0, "OK\n", "")
+def provisioned(tmp_path: Path) -> Path:
+    """The example booth file with its hub credential in place, as on a provisioned booth."""
+    credential = tmp_path / "hub-credential"
+    credential.write_text("Abcdefghijklmnop_-0123456789\n")
+    credential.chmod(0o600)
+    path = tmp_path / "booth.toml"
+    path.write_text(
+        BOOTH_TOML.read_text().replace(
+            'credential_file = "/etc/telehealth-kiosk/hub-credential"',
+            f'credential_file = "{credential}"',
+        )
+    )
+    return path
 
 
-def test_demo_example_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "check", str(EXAMPLES / "demo-booth.toml")) == (0, "OK\n", "")
+def test_example_is_ok_once_its_credential_is_in_place(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(capsys, "check", str(provisioned(tmp_path))) == (0, "OK\n", "")
+
+
+def test_example_without_its_credential_says_where_to_put_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "check", str(BOOTH_TOML))
+    assert (code, out) == (1, "")
+    assert err == (
+        "/etc/telehealth-kiosk/hub-credential (hub.credential_file): no such file; write the "
+        "credential `clinic-hub add-booth` printed into it (chmod 600)\n"
+    )
+
+
+def test_demo_example_is_ok_without_a_hub(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", str(EXAMPLES / "demo-booth.toml"))
+    assert (code, err) == (0, "")
+    assert out.startswith("OK, but hub.credential_file is not set: this booth cannot reach")
 
 
 def test_bad_file_lists_every_problem(capsys: pytest.CaptureFixture[str], bad_file: Path) -> None:
@@ -130,8 +160,7 @@ def test_permission_denied(
 def test_check_defaults_to_the_booth_path(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    default = tmp_path / "booth.toml"
-    shutil.copy(BOOTH_TOML, default)
+    default = provisioned(tmp_path)
     monkeypatch.setattr(cli, "DEFAULT_PATH", default)
     assert run(capsys, "check") == (0, "OK\n", "")
 
@@ -355,8 +384,8 @@ def _run_installed(*args: str, given: str = "") -> subprocess.CompletedProcess[s
     return result
 
 
-def test_installed_command_ok() -> None:
-    result = _run_installed("check", str(BOOTH_TOML))
+def test_installed_command_ok(tmp_path: Path) -> None:
+    result = _run_installed("check", str(provisioned(tmp_path)))
     assert (result.returncode, result.stdout, result.stderr) == (0, "OK\n", "")
 
 

@@ -31,8 +31,6 @@ buzzer on gpiozero's MockFactory pins. Commands press those pins the way a
 resident would. Each line the booth prints is JSON: a state change or an
 effect it carried out (lights, alarm, call engine, timers).
 The scenario is {SCENARIO.relative_to(ROOT)}; the commands are in docs/simulator.md.
-Run it yourself:
-  .venv/bin/telehealth-kiosk --simulate --headless --config {CONFIG.relative_to(ROOT)}
 """
 
 
@@ -83,10 +81,15 @@ class Reader:
 
 
 def main() -> int:
+    config = CONFIG
+    if sys.argv[1:2] == ["--config"] and len(sys.argv) > 2:
+        config = Path(sys.argv[2]).resolve()
     print(INTRO)
+    booth = ".venv/bin/telehealth-kiosk --simulate --headless"
+    print(f"Run it yourself:\n  {booth} --config {config}\n")
     env = dict(os.environ, KIOSK_HARDWARE="sim")
     proc = subprocess.Popen(
-        [str(BOOTH), "--simulate", "--headless", "--config", str(CONFIG)],
+        [str(BOOTH), "--simulate", "--headless", "--config", str(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

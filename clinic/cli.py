@@ -42,6 +42,7 @@ from clinic.store import (
     password_problem,
     username_problem,
 )
+from clinic.turn import MIN_SECRET_BYTES, TurnConfig, TurnConfigError
 from kiosk import __version__
 from kiosk.commandline import (
     EXIT_OK,
@@ -278,9 +279,35 @@ def _alerts(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------- serve
 
 
+def _port(text: str) -> int:
+    """argparse type for --port: a TCP port 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 1 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """argparse type for --call-grace: seconds above 0, at most an hour."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most 3600 seconds, not {text}"
+        )
+    return seconds
+
+
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8443, help="port to listen on (default: 8443)")
+    parser.add_argument(
+        "--port", type=_port, default=8443, help="port to listen on (default: 8443)"
+    )
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -288,6 +315,68 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cert", type=Path, metavar="PEM", help="the hub's TLS certificate chain")
     parser.add_argument("--key", type=Path, metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--turn-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help='a TURN server for calls, e.g. "turn:turn.example.org:3478?transport=udp" '
+        "(repeat for more addresses of the same server; needs --turn-secret-file)",
+    )
+    parser.add_argument(
+        "--turn-secret-file",
+        type=Path,
+        metavar="PATH",
+        help="a file holding the secret shared with coturn (its static-auth-secret)",
+    )
+    parser.add_argument(
+        "--call-grace",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long a call waits for a booth whose connection dropped (default: 60)",
+    )
+
+
+def turn_config(urls: Sequence[str], secret_file: Path | None) -> TurnConfig | None:
+    """The TURN settings from --turn-url and --turn-secret-file, or None when neither is given."""
+    if not urls and secret_file is None:
+        return None
+    if not urls:
+        raise RefusedError(
+            "--turn-secret-file needs at least one --turn-url (where coturn listens)"
+        )
+    if secret_file is None:
+        raise RefusedError(
+            "--turn-url needs --turn-secret-file PATH, the file holding the secret shared "
+            "with coturn (its static-auth-secret)"
+        )
+    try:
+        secret = secret_file.read_bytes().strip()
+    except FileNotFoundError:
+        raise RefusedError(f"the TURN secret file {secret_file} does not exist") from None
+    except OSError as exc:
+        raise RefusedError(
+            f"cannot read the TURN secret file {secret_file}: {exc.strerror or exc}"
+        ) from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise RefusedError(
+            f"the TURN secret in {secret_file} is {len(secret)} bytes long; it must be at "
+            f"least {MIN_SECRET_BYTES} (use the same long random static-auth-secret as coturn)"
+        )
+    try:
+        return TurnConfig(urls=tuple(urls), secret=secret)
+    except TurnConfigError as exc:
+        detail = str(exc).partition(": ")[2] or str(exc)
+        raise RefusedError(f"--turn-url: {detail}") from None
+
+
+def console_address(host: str, port: int) -> str:
+    """Where a clinician on this machine opens the console (a wildcard means any address)."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"https://{shown}:{port}/"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -296,8 +385,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from clinic.server import certificate_sha256, create_app, dev_certificate
+    from clinic.server import CALL_GRACE, certificate_sha256, create_app, dev_certificate
 
+    turn = turn_config(args.turn_url, args.turn_secret_file)
     if args.dev:
         if args.cert is not None or args.key is not None:
             raise RefusedError("--dev makes its own certificate; leave out --cert and --key")
@@ -318,10 +408,18 @@ def _serve(args: argparse.Namespace) -> int:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise RefusedError(f"cannot use the certificate {cert} with the key {key}: {exc}") from None
+    grace = CALL_GRACE if args.call_grace is None else args.call_grace
     with open_store(args) as store:
-        app = create_app(store, turn=None, clock=args.clock)
+        app = create_app(store, turn=turn, clock=args.clock, call_grace=grace)
         print(f"Booths connect to wss://{args.host}:{args.port}/booth; in each booth's [hub]:")
-        print(f'certificate_sha256 = "{fingerprint}"', flush=True)
+        print(f'certificate_sha256 = "{fingerprint}"')
+        print(f"Clinicians sign in at {console_address(args.host, args.port)}")
+        sys.stdout.flush()
+        if turn is None:
+            _err(
+                "No TURN server (--turn-url): calls work only where booth and browser can "
+                "reach each other directly."
+            )
         web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None)
     return EXIT_OK
 

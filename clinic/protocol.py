@@ -126,6 +126,8 @@ class CallEvent(StrEnum):
     UNMUTED = "unmuted"
     CAMERA_OFF = "camera_off"
     CAMERA_ON = "camera_on"
+    BOOTH_OFFLINE = "booth_offline"  # the hub to the console: the booth's link dropped
+    BOOTH_ONLINE = "booth_online"  # the hub to the console: the booth is back, within the grace
 
 
 class EndReason(StrEnum):
@@ -854,20 +856,25 @@ class CallState(Message):
     VALUE_SENDERS: ClassVar[Mapping[str, Mapping[str, frozenset[Sender]]]] = MappingProxyType(
         {
             "event": {
-                e.value: _FROM_THE_BOOTH
-                for e in (
-                    CallEvent.DOOR_OPEN,
-                    CallEvent.DOOR_CLOSED,
-                    CallEvent.EMERGENCY,
-                    CallEvent.EMERGENCY_CLEARED,
-                )
+                **{
+                    e.value: _FROM_THE_BOOTH
+                    for e in (
+                        CallEvent.DOOR_OPEN,
+                        CallEvent.DOOR_CLOSED,
+                        CallEvent.EMERGENCY,
+                        CallEvent.EMERGENCY_CLEARED,
+                    )
+                },
+                **{e.value: _HUB for e in (CallEvent.BOOTH_OFFLINE, CallEvent.BOOTH_ONLINE)},
             }
         }
     )
     call_id: CallId
     """The call."""
     event: CallEvent
-    """What changed. Door and emergency words come from the booth only."""
+    """What changed. Door and emergency words come from the booth only, booth_offline and
+    booth_online (the booth's hub link dropped, or came back within the call's grace) from
+    the hub only."""
 
 
 @dataclass(frozen=True, kw_only=True)

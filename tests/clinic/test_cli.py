@@ -576,6 +576,137 @@ def test_commands_come_from_one_registry(
     assert seen[0].dev and db.exists()
 
 
+# --------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "turn-secret"
+    path.write_text("a-long-random-static-auth-secret-0123\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            "--turn-url turn:127.0.0.1:3478",
+            "--turn-url needs --turn-secret-file PATH, the file holding the secret",
+        ),
+        ("--turn-secret-file {secret}", "--turn-secret-file needs at least one --turn-url"),
+        (
+            "--turn-url turn:127.0.0.1:3478 --turn-secret-file {missing}",
+            "the TURN secret file {missing} does not exist",
+        ),
+        (
+            "--turn-url turn:127.0.0.1:3478 --turn-secret-file {short}",
+            "the TURN secret in {short} is 5 bytes long; it must be at least 16",
+        ),
+        (
+            "--turn-url turn:127.0.0.1:3478 --turn-secret-file {folder}",
+            "cannot read the TURN secret file {folder}: Is a directory",
+        ),
+        (
+            "--turn-url http://turn.example.org --turn-secret-file {secret}",
+            "--turn-url: must be a TURN URL such as",
+        ),
+        (
+            "--turn-url turns:turn.example.org:5349?transport=udp --turn-secret-file {secret}",
+            "turns: runs over TCP only",
+        ),
+    ],
+)
+def test_serve_refuses_unusable_turn_settings(
+    capsys: pytest.CaptureFixture[str],
+    db: Path,
+    secret_file: Path,
+    options: str,
+    message: str,
+) -> None:
+    tmp_path = secret_file.parent
+    short = tmp_path / "short"
+    short.write_text("12345\n")
+    paths = {
+        "secret": secret_file,
+        "missing": tmp_path / "nowhere",
+        "short": short,
+        "folder": tmp_path,
+    }
+    code, out, err = hub(capsys, db, "serve --dev " + options.format(**paths))
+    assert code == 1 and out == ""
+    assert message.format(**paths) in err
+    assert err.count("\n") == 1  # one sentence, no traceback
+    assert "a-long-random" not in err  # the secret itself is never shown
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--port 0", "must be a port number from 1 to 65535, not 0"),
+        ("--port http", "must be a port number, not 'http'"),
+        ("--call-grace 0", "must be more than 0 and at most 3600 seconds, not 0"),
+        ("--call-grace soon", "must be a number of seconds, not 'soon'"),
+    ],
+)
+def test_serve_usage_errors(
+    capsys: pytest.CaptureFixture[str], db: Path, options: str, message: str
+) -> None:
+    code, _, err = hub(capsys, db, "serve --dev " + options)
+    assert code == 2
+    assert message in err
+
+
+def test_serve_prints_where_to_connect_and_uses_the_turn_settings(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    db: Path,
+    secret_file: Path,
+) -> None:
+    from aiohttp import web
+
+    from clinic.server import hub_of
+
+    started: list[tuple[web.Application, dict[str, object]]] = []
+
+    def fake_run_app(app: web.Application, **kw: object) -> None:
+        started.append((app, kw))
+
+    monkeypatch.setattr(web, "run_app", fake_run_app)
+    command = (
+        "serve --dev --port 9443 --call-grace 5 "
+        "--turn-url turn:127.0.0.1:3478?transport=udp --turn-url turn:127.0.0.1:3478?transport=tcp "
+        f"--turn-secret-file {secret_file}"
+    )
+    code, out, err = hub(capsys, db, command)
+    assert code == 0, err
+    assert "Clinicians sign in at https://127.0.0.1:9443/\n" in out
+    assert "wss://127.0.0.1:9443/booth" in out
+    assert re.search(r'certificate_sha256 = "[0-9a-f]{64}"', out)
+    assert "a-long-random" not in out + err
+    ((app, kw),) = started
+    assert (kw["host"], kw["port"]) == ("127.0.0.1", 9443)
+    hub_ = hub_of(app)
+    assert hub_.call_grace == 5.0
+    assert hub_.turn is not None
+    assert hub_.turn.urls == (
+        "turn:127.0.0.1:3478?transport=udp",
+        "turn:127.0.0.1:3478?transport=tcp",
+    )
+    assert hub_.turn.secret == b"a-long-random-static-auth-secret-0123"  # without the newline
+
+
+def test_serve_without_turn_says_what_that_means(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    from aiohttp import web
+
+    monkeypatch.setattr(web, "run_app", lambda app, **kw: None)
+    code, out, err = hub(capsys, db, "serve --dev --host 0.0.0.0")
+    assert code == 0
+    assert "Clinicians sign in at https://127.0.0.1:8443/" in out
+    assert "No TURN server (--turn-url)" in err
+
+
 # ------------------------------------------------------ the installed command
 
 

@@ -567,12 +567,21 @@ def test_who_sends_what_reads_as_designed() -> None:
 def test_consoles_may_send_only_their_own_call_states(event: CallEvent) -> None:
     text = encode(CallState(id="u", call_id="c", event=event))
     door_or_emergency = event.value.startswith(("door", "emergency"))
-    assert parse(text, sender="booth").event is event
+    about_the_booths_link = event.value.startswith("booth_")
     assert parse(text, sender="hub").event is event
-    if door_or_emergency:
+    if about_the_booths_link:  # only the hub knows when a booth's link dropped
+        assert refusal(text, "booth").code is ErrorCode.NOT_ALLOWED
+    else:
+        assert parse(text, sender="booth").event is event
+    if door_or_emergency or about_the_booths_link:
         assert refusal(text, "console").code is ErrorCode.NOT_ALLOWED
     else:
         assert parse(text, sender="console").event is event
+
+
+def test_booth_link_words_are_the_hubs_alone() -> None:
+    rules = CallState.VALUE_SENDERS["event"]
+    assert rules["booth_offline"] == rules["booth_online"] == frozenset({"hub"})
 
 
 def test_an_unknown_sender_is_a_programming_error() -> None:

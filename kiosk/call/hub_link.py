@@ -17,11 +17,20 @@ It is two of the controller's ports:
   after every reconnect, until an ``alert_ack`` for its ``alert_id`` arrives.
   An alert is never dropped. The outbox is kept in memory only: persisting it
   across a booth restart is a later step.
-* :class:`~kiosk.controller.CallPort`: :meth:`HubLink.join_queue` and
-  :meth:`HubLink.leave_queue` keep the booth's place in the waiting room (the
-  hub forgets a place when a booth disconnects, so the request is sent again
-  after a reconnect); ``code_refused`` becomes :class:`~kiosk.session.CodeRefused`.
-  The call itself (WebRTC) is later work: its methods are no-ops for now.
+* the queue half of :class:`~kiosk.controller.CallPort`: :meth:`HubLink.join_queue`
+  and :meth:`HubLink.leave_queue` keep the booth's place in the waiting room
+  (the hub forgets a place when a booth disconnects, so the request is sent
+  again after a reconnect); ``code_refused`` becomes
+  :class:`~kiosk.session.CodeRefused`. The call itself is
+  :class:`~kiosk.call.engine.CallEngine`'s, which signals through this link:
+  it sets :attr:`HubLink.on_call` to receive ``call_started``, ``offer``,
+  ``answer``, ``call_state``, ``call_ended`` and ``error unknown_call``, and
+  sends with :meth:`HubLink.send`. Without an engine the call methods here
+  are no-ops, and a ``call_ended`` for the queue place still reaches the visit.
+
+While a call is live (:attr:`HubLink.in_call`) the reconnect backoff is
+capped at :data:`CALL_BACKOFF_MAX`, so a call whose hub link dropped is back
+within seconds of the network, well inside the hub's grace for it.
 
 Logs name message types, ids and error codes only (``log_fields()``), never
 what a message carried: appointment codes and the token stay out of them.
@@ -34,7 +43,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -45,12 +54,18 @@ from clinic.protocol import (
     Alert,
     AlertAck,
     AlertKind,
+    Answer,
     BadMessage,
+    CallEnded,
+    CallStarted,
+    CallState,
     CodeRefused,
+    ErrorCode,
     Hello,
     JoinQueue,
     LeaveQueue,
     Message,
+    Offer,
     Ping,
     Pong,
     Queued,
@@ -66,6 +81,8 @@ BACKOFF_FIRST: Final = 0.5
 """Seconds before the first retry; doubled after every failed attempt ..."""
 BACKOFF_MAX: Final = 30.0
 """... up to this."""
+CALL_BACKOFF_MAX: Final = 2.0
+"""... or up to this while a call is live: the call must be rebuilt within seconds."""
 WELCOME_TIMEOUT: Final = 10.0
 """Seconds the hub has to answer ``hello``."""
 HEARTBEAT: Final = 20.0
@@ -73,6 +90,9 @@ HEARTBEAT: Final = 20.0
 
 EventSink = Callable[[session.Event], None]
 Clock = Callable[[], float]
+CallHandler = Callable[[Message], Awaitable[None]]
+
+_CALL_MESSAGES: Final = (CallStarted, Offer, Answer, CallState, CallEnded)
 
 _ENDS: Final = frozenset(
     {
@@ -106,6 +126,7 @@ class HubLink:
         clock: Clock = time.time,
         backoff_first: float = BACKOFF_FIRST,
         backoff_max: float = BACKOFF_MAX,
+        call_backoff_max: float = CALL_BACKOFF_MAX,
         welcome_timeout: float = WELCOME_TIMEOUT,
         heartbeat: float = HEARTBEAT,
         rng: Callable[[], float] = random.random,
@@ -121,6 +142,7 @@ class HubLink:
         self._clock = clock
         self._backoff_first = backoff_first
         self._backoff_max = backoff_max
+        self._call_backoff_max = call_backoff_max
         self._welcome_timeout = welcome_timeout
         self._heartbeat = heartbeat
         self._rng = rng
@@ -134,6 +156,10 @@ class HubLink:
         self._online = True  # as the visit starts out believing
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._in_call = False
+        self._hurry = asyncio.Event()  # wakes a long backoff when a call goes live
+        self.on_call: CallHandler | None = None
+        """Where call messages go (``CallEngine.on_hub_message``); awaited on the receive loop."""
 
     # ------------------------------------------------------------ running
 
@@ -141,6 +167,17 @@ class HubLink:
     def connected(self) -> bool:
         """True between ``welcome`` and the connection's end."""
         return self._ws is not None and not self._ws.closed
+
+    @property
+    def in_call(self) -> bool:
+        """Set by the call engine while a call is live: reconnects are then retried quickly."""
+        return self._in_call
+
+    @in_call.setter
+    def in_call(self, value: bool) -> None:
+        self._in_call = value
+        if value:
+            self._hurry.set()
 
     def start(self) -> None:
         """Start connecting (and reconnecting) in the background; call on the loop."""
@@ -179,11 +216,14 @@ class HubLink:
                 _log.exception("hub %s: the connection failed", self.url)
             self._lost()
             failures = 1 if welcomed else failures + 1
-            await asyncio.sleep(self._backoff(failures))
+            self._hurry.clear()
+            with contextlib.suppress(TimeoutError):  # a call going live cuts the wait short
+                await asyncio.wait_for(self._hurry.wait(), self._backoff(failures))
 
     def _backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed attempts in a row: half to all of the step."""
-        step: float = min(self._backoff_max, self._backoff_first * 2.0 ** (failures - 1))
+        cap = min(self._backoff_max, self._call_backoff_max) if self._in_call else self._backoff_max
+        step: float = min(cap, self._backoff_first * 2.0 ** (failures - 1))
         return step * (0.5 + 0.5 * self._rng())
 
     def _lost(self) -> None:
@@ -264,7 +304,19 @@ class HubLink:
             await self._handle(ws, message)
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, message: Message) -> None:
-        if isinstance(message, AlertAck):
+        if isinstance(message, CallStarted):
+            self._wanted = None  # the hub took us out of the queue: never rejoin during a call
+            self.position = None
+        if isinstance(message, _CALL_MESSAGES):
+            if self.on_call is not None:
+                await self._to_engine(message)
+            elif isinstance(message, CallEnded):
+                self._wanted = None
+                self.position = None
+                self._on_event(session.CallEnded())
+            else:
+                _log.info("hub message %s: no call engine", message.TYPE)
+        elif isinstance(message, AlertAck):
             if self.outbox.pop(message.alert_id, None) is not None:
                 _log.info("alert %s received by the hub", message.alert_id)
         elif isinstance(message, Queued):
@@ -279,8 +331,29 @@ class HubLink:
             _log.warning(
                 "hub error %s (in reply to %s)", message.code.value, message.in_reply_to or "-"
             )
+            if message.code is ErrorCode.UNKNOWN_CALL and self.on_call is not None:
+                await self._to_engine(message)
         else:
             _log.debug("hub message %s not handled yet", message.TYPE)
+
+    async def _to_engine(self, message: Message) -> None:
+        assert self.on_call is not None
+        try:
+            await self.on_call(message)
+        except Exception as exc:  # the call engine must not take the hub link down with it
+            _log.error("the call engine failed on %s (%s)", message.TYPE, type(exc).__name__)
+
+    async def send(self, message: Message) -> bool:
+        """Send ``message`` now if the hub is connected; False (nothing sent) if not."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await self._send(ws, message)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            _log.info("to hub: %s not sent (%s)", message.TYPE, type(exc).__name__)
+            return False
+        return True
 
     # ------------------------------------------------------ StaffAlerts port
 
@@ -336,34 +409,28 @@ class HubLink:
             appointment_code=wanted.appointment_code,
         )
 
+    # The call itself is CallEngine's; without one these are no-ops.
+
     async def accept_call(self) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("accept_call: no call engine yet")
+        _log.debug("accept_call: no call engine")
 
     async def end_call(self) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("end_call: no call engine yet")
+        _log.debug("end_call: no call engine")
 
     async def rebuild_call(self) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("rebuild_call: no call engine yet")
+        _log.debug("rebuild_call: no call engine")
 
     async def pause_media(self) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("pause_media: no call engine yet")
+        _log.debug("pause_media: no call engine")
 
     async def resume_media(self) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("resume_media: no call engine yet")
+        _log.debug("resume_media: no call engine")
 
     async def set_microphone(self, on: bool) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("set_microphone: no call engine yet")
+        _log.debug("set_microphone: no call engine")
 
     async def set_camera(self, on: bool) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("set_camera: no call engine yet")
+        _log.debug("set_camera: no call engine")
 
     async def tell_clinician(self, what: str) -> None:
-        """No-op: the WebRTC call is later work."""
-        _log.debug("tell_clinician: no call engine yet")
+        _log.debug("tell_clinician: no call engine")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,7 +28,7 @@ from clinic.protocol import Hello, Welcome, new_id
 from clinic.server import Hub, create_app, dev_certificate, hub_of
 from clinic.store import ScryptParams, Store
 from kiosk import config, session
-from kiosk.call.hub_link import BACKOFF_FIRST, BACKOFF_MAX, HubLink
+from kiosk.call.hub_link import BACKOFF_FIRST, BACKOFF_MAX, CALL_BACKOFF_MAX, HubLink
 from kiosk.controller import CallPort, StaffAlerts, Visit
 
 FAST = ScryptParams(n=16, r=1, p=1)
@@ -373,3 +374,137 @@ def test_backoff_doubles_from_half_a_second_to_thirty_with_jitter() -> None:
     for failures, step in enumerate(steps, start=1):
         assert low._backoff(failures) == step / 2
         assert high._backoff(failures) == pytest.approx(step, rel=1e-5)
+
+
+# ------------------------------------------------------------ signalling for the call engine
+
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+def test_call_messages_and_unknown_call_errors_go_to_the_call_engine(db: Db, tls: Tls) -> None:
+    async def main() -> None:
+        port = free_port()
+        got: list[protocol.Message] = []
+
+        async def on_call(message: protocol.Message) -> None:
+            got.append(message)
+
+        offer = protocol.Offer(id=new_id(), call_id=new_id(), sdp=SDP)
+        async with hub_server(db, tls.hub, port):
+            async with booth_link(db, port, tls.hub.fingerprint, []) as link:
+                assert await link.send(offer) is False  # not connected yet: nothing sent
+                link.on_call = on_call
+                await eventually(lambda: link.connected)
+                assert await link.send(offer) is True
+                await eventually(lambda: len(got) == 1)
+            (error,) = got  # the hub knows no such call
+            assert isinstance(error, protocol.Error)
+            assert error.code is protocol.ErrorCode.UNKNOWN_CALL
+            assert error.in_reply_to == offer.id
+            assert await link.send(offer) is False  # closed
+
+    asyncio.run(main())
+
+
+class _NoSocket:
+    """Stands in for the WebSocket where a message needs no reply."""
+
+
+def _link(events: list[session.Event]) -> HubLink:
+    hub = config.Hub(url="wss://127.0.0.1:1/booth", certificate_sha256="0" * 64)
+    return HubLink(hub, "booth-1", "t" * 43, site=SITE, on_event=events.append)
+
+
+def test_the_link_routes_every_call_message_and_leaves_the_queue_when_a_call_starts() -> None:
+    async def main() -> None:
+        events: list[session.Event] = []
+        link = _link(events)
+        got: list[str] = []
+
+        async def on_call(message: protocol.Message) -> None:
+            got.append(message.TYPE)
+            if isinstance(message, protocol.CallState):
+                raise RuntimeError("a bug in the engine")  # must not reach the link
+
+        link.on_call = on_call
+        await link.join_queue(visit())
+        link.position = 3
+        call_id = new_id()
+        ws: Any = _NoSocket()
+        for message in (
+            protocol.CallStarted(
+                id=new_id(), call_id=call_id, booth_id="booth-1", audio_only=False, ice_servers=()
+            ),
+            protocol.Offer(id=new_id(), call_id=call_id, sdp=SDP),
+            protocol.Answer(id=new_id(), call_id=call_id, sdp=SDP),
+            protocol.CallState(id=new_id(), call_id=call_id, event=protocol.CallEvent.MUTED),
+            protocol.CallEnded(id=new_id(), call_id=call_id, reason=protocol.EndReason.HUB_CLOSING),
+            protocol.Error(id=new_id(), code=protocol.ErrorCode.UNKNOWN_CALL, message="offer: -"),
+            protocol.Error(id=new_id(), code=protocol.ErrorCode.BUSY, message="not a call's"),
+        ):
+            await link._handle(ws, message)
+        assert got == ["call_started", "offer", "answer", "call_state", "call_ended", "error"]
+        assert link._wanted is None and link.position is None  # never rejoins the queue mid-call
+        assert events == []  # the engine posts the call's events, not the link
+
+    asyncio.run(main())
+
+
+def test_without_an_engine_a_dropped_queue_place_still_ends_the_wait() -> None:
+    async def main() -> None:
+        events: list[session.Event] = []
+        link = _link(events)
+        await link.join_queue(visit())
+        ws: Any = _NoSocket()
+        await link._handle(
+            ws, protocol.CallEnded(id=new_id(), reason=protocol.EndReason.QUEUE_CLOSED)
+        )
+        assert events == [session.CallEnded()] and link._wanted is None
+
+    asyncio.run(main())
+
+
+def test_in_a_call_the_backoff_is_capped_at_two_seconds() -> None:
+    hub = config.Hub(url="wss://127.0.0.1:1/booth", certificate_sha256="0" * 64)
+    link = HubLink(hub, "booth-1", "t" * 43, site=SITE, on_event=print, rng=lambda: 0.999999)
+    assert CALL_BACKOFF_MAX == 2.0
+    assert link._backoff(10) == pytest.approx(30.0, rel=1e-5)
+    link.in_call = True
+    assert max(link._backoff(n) for n in range(1, 20)) == pytest.approx(2.0, rel=1e-5)
+    link.in_call = False
+    assert link._backoff(10) == pytest.approx(30.0, rel=1e-5)
+
+
+async def reconnects_within_a_second_of_the_hub_once_a_call_is_live(
+    db: Db, tls: Tls, in_call: bool
+) -> None:
+    port = free_port()
+    events: list[session.Event] = []
+    hub = config.Hub(url=f"wss://127.0.0.1:{port}/booth", certificate_sha256=tls.hub.fingerprint)
+    link = HubLink(
+        hub,
+        "booth-1",
+        db.token,
+        site=SITE,
+        on_event=events.append,
+        backoff_first=20.0,  # a booth long disconnected waits long between tries ...
+        welcome_timeout=2.0,
+    )
+    link.start()
+    try:
+        await eventually(lambda: events == [LOST])
+        async with hub_server(db, tls.hub, port):
+            link.in_call = in_call  # ... unless a call is waiting to be rebuilt
+            await eventually(lambda: link.connected, timeout=1.0)
+    finally:
+        await link.close()
+
+
+def test_a_live_call_cuts_a_long_backoff_short(db: Db, tls: Tls) -> None:
+    asyncio.run(reconnects_within_a_second_of_the_hub_once_a_call_is_live(db, tls, True))
+
+
+def test_twin_without_a_call_the_long_backoff_runs_its_course(db: Db, tls: Tls) -> None:
+    with pytest.raises(AssertionError, match="condition not reached"):
+        asyncio.run(reconnects_within_a_second_of_the_hub_once_a_call_is_live(db, tls, False))

@@ -59,10 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(args: argparse.Namespace, cfg: config.BoothConfig) -> int:
+async def _serve(
+    args: argparse.Namespace, cfg: config.BoothConfig, credential: str | None
+) -> int:
     from kiosk.app import BoothRuntime
 
-    runtime = BoothRuntime(cfg, simulate=args.simulate, safe_mode=args.safe_mode)
+    runtime = BoothRuntime(
+        cfg, simulate=args.simulate, safe_mode=args.safe_mode, credential=credential
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop, sig.name.lower())
@@ -100,7 +104,14 @@ async def _window(runtime: object, cfg: config.BoothConfig) -> None:
     from hardware.speech import Speaker
     from kiosk.ui.app import BoothApp, run_app
 
-    app = BoothApp(runtime.controller, speaker=Speaker(), runtime=runtime)
+    on_volume = runtime.speaker.set_volume if runtime.speaker is not None else None
+    app = BoothApp(
+        runtime.controller,
+        speaker=Speaker(),
+        runtime=runtime,
+        remote=runtime.call,
+        on_volume=on_volume,
+    )
     await run_app(app, runtime.stopped_event)
 
 
@@ -118,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         cfg = config.load(args.config)
+        credential = config.read_credential(cfg.hub)
     except ConfigError as exc:
         logs.log_event("config_invalid", problems=len(exc.problems))
         for line in config.problem_report(exc):
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(_serve(args, cfg))
+        return asyncio.run(_serve(args, cfg, credential))
     except KeyboardInterrupt:
         return 130
 

@@ -13,16 +13,20 @@ import os
 from dataclasses import dataclass, replace
 
 from hardware import udev
-from hardware.audio import SimulatedMicrophone
+from hardware.audio import PipeSpeaker, SimulatedMicrophone, SimulatedSpeaker, Speaker
 from hardware.camera import TestCard
 from hardware.events import DeviceKind, HardwareFault
 from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk import __version__, logs
+from kiosk.call.engine import CallEngine
+from kiosk.call.hub_link import HubLink
 from kiosk.config import Backend, BoothConfig
 from kiosk.controller import Controller
 from kiosk.errors import HardwareError
+from kiosk.link_health import LinkHealth
 from kiosk.media import LocalMedia
+from kiosk.presence import summary
 from kiosk.session import Booth, initial
 
 _log = logging.getLogger(__name__)
@@ -51,9 +55,15 @@ class BoothRuntime:
     """One booth on one event loop: start, run until asked to stop, stop within seconds."""
 
     def __init__(
-        self, config: BoothConfig, *, simulate: bool = False, safe_mode: bool = False
+        self,
+        config: BoothConfig,
+        *,
+        simulate: bool = False,
+        safe_mode: bool = False,
+        credential: str | None = None,
     ) -> None:
         self.config = config
+        self.credential = credential
         self.backend = pick_backend(config, simulate)
         self.safe_mode = safe_mode
         self.notifier = Notifier()
@@ -63,6 +73,12 @@ class BoothRuntime:
         self.simulation: Simulation | None = None
         self.controller: Controller | None = None
         self.media: LocalMedia | None = None
+        self.speaker: Speaker | None = None
+        self.link: HubLink | None = None
+        self.call: CallEngine | None = None
+        """The call engine, when the booth has a hub credential (``[hub] credential_file``)."""
+        self.health: LinkHealth | None = None
+        self._presence_tasks: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -81,9 +97,14 @@ class BoothRuntime:
             if self.simulated
             else LocalMedia(None, None)
         )
+        self.speaker = SimulatedSpeaker() if self.simulated else PipeSpeaker()
         controller = Controller(self.config, _LateOutputs(self), booth=booth, devices=devices)
         self.media = devices
         self.controller = controller
+        if self.credential is not None:
+            self._connect_hub(controller, devices, self.credential)
+        else:
+            logs.log_event("hub_not_configured")
         self._run_task = asyncio.create_task(controller.run())
         controller.state_listeners.append(self._on_state)
 
@@ -113,9 +134,42 @@ class BoothRuntime:
                 self.notifier, interval, loop, healthy=lambda: controller.healthy
             )
             self.watchdog.start()
+        if self.link is not None:
+            await self.link.set_presence(*summary(controller.booth))
         await controller.settle()
         self.notifier.ready(f"{controller.booth.state.value}")
         return controller
+
+    def _connect_hub(self, controller: Controller, devices: LocalMedia, credential: str) -> None:
+        """The hub link and the call engine: the staff-alert and call ports of the controller."""
+        health = LinkHealth(controller.post)
+        link = HubLink(
+            self.config.hub,
+            self.config.booth.id,
+            credential,
+            site=self.config.site,
+            on_event=health.from_hub,
+        )
+        engine = CallEngine(
+            link,
+            self.config.ice_servers,
+            camera=devices.camera,
+            microphone=devices.microphone,
+            speaker=self.speaker,
+            post=health.from_media,
+        )
+        controller.call = engine
+        controller.alerts = link
+        controller.state_listeners.append(self._tell_presence)
+        self.health, self.link, self.call = health, link, engine
+        link.start()
+
+    def _tell_presence(self, before: Booth, after: Booth) -> None:
+        if self.link is None or summary(before) == summary(after):
+            return
+        task = asyncio.get_running_loop().create_task(self.link.set_presence(*summary(after)))
+        self._presence_tasks.add(task)
+        task.add_done_callback(self._presence_tasks.discard)
 
     @property
     def simulated(self) -> bool:
@@ -162,6 +216,12 @@ class BoothRuntime:
                 await asyncio.wait_for(self._run_task, STOP_DEADLINE)
             except (TimeoutError, asyncio.CancelledError):
                 _log.warning("controller did not stop in time")
+        if self.call is not None:
+            await self.call.close()
+        if self.link is not None:
+            await self.link.close()
+        if self.speaker is not None:
+            self.speaker.close()
         if self.watcher is not None:
             self.watcher.stop()
         if self.simulation is not None:

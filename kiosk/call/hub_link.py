@@ -56,10 +56,12 @@ from clinic.protocol import (
     AlertKind,
     Answer,
     BadMessage,
+    BoothState,
     CallEnded,
     CallStarted,
     CallState,
     CodeRefused,
+    Door,
     ErrorCode,
     Hello,
     JoinQueue,
@@ -68,6 +70,7 @@ from clinic.protocol import (
     Offer,
     Ping,
     Pong,
+    Presence,
     Queued,
     Welcome,
     new_id,
@@ -157,6 +160,7 @@ class HubLink:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._in_call = False
+        self._presence: tuple[BoothState, Door] | None = None
         self._hurry = asyncio.Event()  # wakes a long backoff when a call goes live
         self.on_call: CallHandler | None = None
         """Where call messages go (``CallEngine.on_hub_message``); awaited on the receive loop."""
@@ -246,6 +250,8 @@ class HubLink:
             if not self._online:
                 self._online = True
                 self._on_event(session.NetworkRestored())
+            if self._presence is not None:  # the hub starts every booth as idle, door closed
+                await self._send(ws, self._presence_message())
             if self._wanted is not None:  # the hub forgot our place when we went
                 await self._send(ws, self._rejoin(self._wanted))
             sender = asyncio.get_running_loop().create_task(self._send_outbox(ws))
@@ -342,6 +348,20 @@ class HubLink:
             await self.on_call(message)
         except Exception as exc:  # the call engine must not take the hub link down with it
             _log.error("the call engine failed on %s (%s)", message.TYPE, type(exc).__name__)
+
+    async def set_presence(self, state: BoothState, door: Door) -> None:
+        """Tell the hub what the booth is doing; kept and told again after every reconnect."""
+        if self._presence == (state, door):
+            return
+        self._presence = (state, door)
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._send(ws, self._presence_message())
+
+    def _presence_message(self) -> Presence:
+        assert self._presence is not None
+        return Presence(id=new_id(), state=self._presence[0], door=self._presence[1])
 
     async def send(self, message: Message) -> bool:
         """Send ``message`` now if the hub is connected; False (nothing sent) if not."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -72,6 +73,7 @@ class BoothApp(App):  # type: ignore[misc]
         speaker: Speaker | None = None,
         runtime: Any = None,
         remote: RemoteVideo | None = None,
+        on_volume: Callable[[int], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,6 +82,8 @@ class BoothApp(App):  # type: ignore[misc]
         self.config_ = controller.config
         self.speaker = speaker
         self.remote = remote
+        self.on_volume = on_volume  # the call's speaker follows the volume buttons
+        self._told_volume: int | None = None
         self.ui: UiState = fresh_ui(self.config_)
         self.look = Look(self.config_.display, self.ui.large_text, self.ui.high_contrast)
         t = self.config_.technician
@@ -205,6 +209,9 @@ class BoothApp(App):  # type: ignore[misc]
         if self.root_widget is None:
             return
         booth = self.controller.booth
+        if self.on_volume is not None and self.ui.volume != self._told_volume:
+            self._told_volume = self.ui.volume  # a new visit starts at the usual volume again
+            self.on_volume(self.ui.volume)
         view = present(booth, self.ui, self._context())
         look = Look(self.config_.display, view.large_text, view.high_contrast)
         if look != self.look:

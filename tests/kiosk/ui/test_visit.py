@@ -258,3 +258,27 @@ def test_the_clinician_is_drawn_large_in_a_call_at_call_frame_rate() -> None:
         assert p.app._remote_texture is None, "no picture of the clinician is kept"
 
     asyncio.run(run_booth(scenario, remote=Remote()))
+
+
+def test_the_volume_buttons_set_the_speaker_and_a_new_visit_starts_at_the_usual_volume() -> None:
+    volumes: list[int] = []
+
+    async def scenario(p: Pilot) -> None:
+        p.app.on_volume = volumes.append
+        await p.press("start")
+        await p.press("accept")
+        await p.press("walk_in")
+        await p.press("devices_ok")
+        p.controller.post(ClinicianAnswered())
+        await p.wait_for("in_call")
+        await p.press("volume_up")
+        await p.press("volume_up")
+        await p.press("volume_down")
+        assert volumes[-3:] == [7, 8, 7]
+        await p.press("ask_end")
+        await p.press("end_call")
+        await p.press("done")
+        await p.wait_for("attract")
+        assert volumes[-1] == 6
+
+    asyncio.run(run_booth(scenario))

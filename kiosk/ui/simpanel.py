@@ -4,6 +4,8 @@ It stands outside the booth's screen area and stands for what a resident
 does to the booth's hardware: the door, the emergency button (held as long
 as the mouse is held), the network and the camera, and the clinician at the
 hub. It drives the same mock pins and events the headless simulator does.
+When the booth is connected to a real hub, the clinician is a real person at
+the console and the panel leaves answering to them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class SimPanel(BoxLayout):  # type: ignore[misc]
     def __init__(self, runtime: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
+        if getattr(runtime, "call", None) is not None:
+            # A real hub is connected: the clinician answers and ends from the console.
+            from kivy.uix.label import Label
+
+            for name in ("answer", "end"):
+                self.remove_widget(self.ids[name])
+            note = Label(
+                text="The clinician answers\nfrom the console,\nin a browser.",
+                halign="center",
+                size_hint_y=None,
+                height=90,
+            )
+            self.add_widget(note)
 
     @property
     def _sim(self) -> Any:

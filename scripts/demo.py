@@ -80,13 +80,7 @@ class Reader:
             deadline = time.monotonic() + quiet
 
 
-def main() -> int:
-    config = CONFIG
-    if sys.argv[1:2] == ["--config"] and len(sys.argv) > 2:
-        config = Path(sys.argv[2]).resolve()
-    print(INTRO)
-    booth = ".venv/bin/telehealth-kiosk --simulate --headless"
-    print(f"Run it yourself:\n  {booth} --config {config}\n")
+def start_booth(config: Path) -> tuple[subprocess.Popen[bytes], Reader]:
     env = dict(os.environ, KIOSK_HARDWARE="sim")
     proc = subprocess.Popen(
         [str(BOOTH), "--simulate", "--headless", "--config", str(config)],
@@ -95,8 +89,19 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
         env=env,
     )
+    return proc, Reader(proc)
+
+
+def send(proc: subprocess.Popen[bytes], command: str) -> None:
     assert proc.stdin is not None
-    reader = Reader(proc)
+    print(f"  {DIM}>{RESET} {command}")
+    proc.stdin.write(command.encode() + b"\n")
+    proc.stdin.flush()
+
+
+def scripted() -> int:
+    """The narrated visit, on a booth alone: the hub's part is played by commands."""
+    proc, reader = start_booth(CONFIG)
     reader.drain(1.0)
     for raw in SCENARIO.read_text().splitlines():
         if raw.startswith("##"):
@@ -105,18 +110,64 @@ def main() -> int:
         command = raw.split("#", 1)[0].strip()
         if not command:
             continue
-        print(f"  {DIM}>{RESET} {command}")
-        proc.stdin.write(command.encode() + b"\n")
-        proc.stdin.flush()
+        send(proc, command)
         if command == "quit":
             break
         wait = float(command.split()[1]) if command.startswith("wait ") else 0.0
         reader.drain(wait + 0.3)
+    assert proc.stdin is not None
     proc.stdin.close()
     reader.drain(1.0)
     code = proc.wait(timeout=10)
     print(f"\nThe booth stopped with exit code {code}.")
     return code
+
+
+def with_the_hub(config: Path) -> int:
+    """A booth connected to the real hub waits for a clinician to answer in a browser."""
+    print(f"\n{BOLD}Now a real call: a booth connected to the hub waits for a clinician{RESET}")
+    proc, reader = start_booth(config)
+    reader.drain(1.5)
+    for command in ("touch start", "touch accept", "touch walk_in", "touch devices_ok"):
+        send(proc, command)
+        reader.drain(0.3)
+    port = os.environ.get("DEMO_HUB_PORT", "8443")
+    print(
+        f"\n{BOLD}The booth is waiting.{RESET} Open https://localhost:{port}/ in a browser on "
+        "this computer,\nsign in as demo / demo-clinician-1 and answer it. "
+        "Stop with Ctrl+C.\n"
+    )
+    try:
+        while proc.poll() is None and not reader.closed:
+            reader.drain(3600)
+    except KeyboardInterrupt:
+        pass
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return 1
+
+
+def main() -> int:
+    hub_config = None
+    if sys.argv[1:2] == ["--config"] and len(sys.argv) > 2:
+        hub_config = Path(sys.argv[2]).resolve()
+    print(INTRO)
+    booth = ".venv/bin/telehealth-kiosk --simulate --headless"
+    print(f"Run it yourself:\n  {booth} --config {CONFIG.relative_to(ROOT)}\n")
+    code = scripted()
+    if code != 0 or hub_config is None:
+        return code
+    if not sys.stdin.isatty():
+        print(
+            "\nTo place a real call to the console, run the booth connected to the hub:\n"
+            f"  {booth} --config {hub_config}"
+        )
+        return 0
+    return with_the_hub(hub_config)
 
 
 if __name__ == "__main__":

@@ -675,7 +675,12 @@
     if (!inCall) return;
     const booth = boothById(state.call.booth_id);
     setText("call-booth", booth ? `${booth.name} (${booth.site})` : state.call.booth_id);
-    setText("door-indicator", state.door === "open" ? "Door: OPEN" : "Door: closed");
+    setText(
+      "door-indicator",
+      state.door === "open"
+        ? "Door: OPEN. The booth's camera and microphone are paused for the resident's privacy until it closes."
+        : "Door: closed",
+    );
     const emergency = el("emergency-indicator");
     emergency.textContent = state.emergency ? "EMERGENCY button pressed" : "No emergency";
     emergency.dataset.active = String(state.emergency);

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hardware import udev
 from hardware.audio import PipeSpeaker, SimulatedMicrophone, SimulatedSpeaker, Speaker
@@ -21,6 +22,8 @@ from hardware.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk import __version__, logs
 from kiosk.call.engine import CallEngine
 from kiosk.call.hub_link import HubLink
+from kiosk.call.outbox import FILE_NAME as OUTBOX_NAME
+from kiosk.call.outbox import OutboxFile
 from kiosk.config import Backend, BoothConfig
 from kiosk.controller import Controller
 from kiosk.errors import HardwareError
@@ -143,12 +146,14 @@ class BoothRuntime:
     def _connect_hub(self, controller: Controller, devices: LocalMedia, credential: str) -> None:
         """The hub link and the call engine: the staff-alert and call ports of the controller."""
         health = LinkHealth(controller.post)
+        state = os.environ.get("STATE_DIRECTORY")  # systemd's StateDirectory=, if any
         link = HubLink(
             self.config.hub,
             self.config.booth.id,
             credential,
             site=self.config.site,
             on_event=health.from_hub,
+            outbox_file=OutboxFile(Path(state.split(":")[0]) / OUTBOX_NAME) if state else None,
         )
         engine = CallEngine(
             link,

@@ -15,8 +15,8 @@ It is two of the controller's ports:
 * :class:`~kiosk.controller.StaffAlerts`: :meth:`HubLink.alert` puts an
   ``alert`` in an outbox that is sent whenever the hub is connected, and again
   after every reconnect, until an ``alert_ack`` for its ``alert_id`` arrives.
-  An alert is never dropped. The outbox is kept in memory only: persisting it
-  across a booth restart is a later step.
+  An alert is never dropped. Given an :class:`~kiosk.call.outbox.OutboxFile`
+  the outbox is also kept on disk, so a restart while offline loses none.
 * the queue half of :class:`~kiosk.controller.CallPort`: :meth:`HubLink.join_queue`
   and :meth:`HubLink.leave_queue` keep the booth's place in the waiting room
   (the hub forgets a place when a booth disconnects, so the request is sent
@@ -54,6 +54,7 @@ from clinic.protocol import (
     Alert,
     AlertAck,
     AlertKind,
+    AlertStatus,
     Answer,
     BadMessage,
     BoothState,
@@ -76,6 +77,7 @@ from clinic.protocol import (
     new_id,
 )
 from kiosk import __version__, config, session
+from kiosk.call.outbox import OutboxFile
 from kiosk.controller import Visit
 
 _log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ class HubLink:
         welcome_timeout: float = WELCOME_TIMEOUT,
         heartbeat: float = HEARTBEAT,
         rng: Callable[[], float] = random.random,
+        outbox_file: OutboxFile | None = None,
     ) -> None:
         self.url = hub.url
         self._pin = aiohttp.Fingerprint(bytes.fromhex(hub.certificate_sha256))
@@ -149,7 +152,10 @@ class HubLink:
         self._welcome_timeout = welcome_timeout
         self._heartbeat = heartbeat
         self._rng = rng
-        self.outbox: dict[str, Alert] = {}
+        self._outbox_file = outbox_file
+        self.outbox: dict[str, Alert] = outbox_file.load() if outbox_file is not None else {}
+        self._saving: asyncio.Task[None] | None = None
+        self._save_again = False
         """Alerts not yet received by the hub, by alert id, oldest first."""
         self.position: int | None = None
         """The booth's place in the waiting queue (1 is next), or None."""
@@ -190,8 +196,30 @@ class HubLink:
         self._session = aiohttp.ClientSession()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hub-link")
 
+    def _persist(self) -> None:
+        """Write the outbox to its file off the loop; writes never overlap, the last wins."""
+        if self._outbox_file is None:
+            return
+        if self._saving is not None and not self._saving.done():
+            self._save_again = True
+            return
+        self._saving = asyncio.get_running_loop().create_task(self._save())
+
+    async def _save(self) -> None:
+        assert self._outbox_file is not None
+        while True:
+            self._save_again = False
+            try:
+                await asyncio.to_thread(self._outbox_file.save, list(self.outbox.values()))
+            except OSError as exc:  # the alert still goes out from memory
+                _log.error("alert outbox cannot be written (%s)", exc.strerror)
+            if not self._save_again:
+                return
+
     async def close(self) -> None:
-        """Disconnect and stop; alerts still in the outbox stay there."""
+        """Disconnect and stop; alerts still in the outbox stay there (and in its file)."""
+        if self._saving is not None:
+            await self._saving
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -325,6 +353,9 @@ class HubLink:
         elif isinstance(message, AlertAck):
             if self.outbox.pop(message.alert_id, None) is not None:
                 _log.info("alert %s received by the hub", message.alert_id)
+                self._persist()
+            if message.status is AlertStatus.ACKNOWLEDGED:
+                _log.info("alert %s acknowledged by staff", message.alert_id)
         elif isinstance(message, Queued):
             self.position = message.position
         elif isinstance(message, CodeRefused):
@@ -393,6 +424,7 @@ class HubLink:
             site=self._site,
         )
         self.outbox[alert.alert_id] = alert
+        self._persist()
         _log.warning("alert %s queued for the hub", alert.alert_id)
         self._outbox_changed.set()
 

@@ -29,6 +29,7 @@ from clinic.server import Hub, create_app, dev_certificate, hub_of
 from clinic.store import ScryptParams, Store
 from kiosk import config, session
 from kiosk.call.hub_link import BACKOFF_FIRST, BACKOFF_MAX, CALL_BACKOFF_MAX, HubLink
+from kiosk.call.outbox import OutboxFile
 from kiosk.controller import CallPort, StaffAlerts, Visit
 
 FAST = ScryptParams(n=16, r=1, p=1)
@@ -135,7 +136,7 @@ async def hub_server(db: Db, cert: Cert, port: int = 0) -> AsyncIterator[Running
 
 @contextlib.asynccontextmanager
 async def booth_link(
-    db: Db, port: int, pin: str, events: list[session.Event]
+    db: Db, port: int, pin: str, events: list[session.Event], outbox: OutboxFile | None = None
 ) -> AsyncIterator[HubLink]:
     hub = config.Hub(url=f"wss://127.0.0.1:{port}/booth", certificate_sha256=pin)
     link = HubLink(
@@ -148,6 +149,7 @@ async def booth_link(
         backoff_first=0.01,
         backoff_max=0.05,
         welcome_timeout=2.0,
+        outbox_file=outbox,
     )
     link.start()
     try:
@@ -508,3 +510,42 @@ def test_a_live_call_cuts_a_long_backoff_short(db: Db, tls: Tls) -> None:
 def test_twin_without_a_call_the_long_backoff_runs_its_course(db: Db, tls: Tls) -> None:
     with pytest.raises(AssertionError, match="condition not reached"):
         asyncio.run(reconnects_within_a_second_of_the_hub_once_a_call_is_live(db, tls, False))
+
+
+# ------------------------------------------------------- the outbox on disk
+
+
+async def _restart_while_offline(
+    db: Db, tls: Tls, outbox: OutboxFile | None
+) -> tuple[str, list[str]]:
+    """Raise an alert with the hub down, stop the booth, start it again, then the hub."""
+    port = free_port()
+    events: list[session.Event] = []
+    async with booth_link(db, port, tls.hub.fingerprint, events, outbox) as link:
+        await eventually(lambda: events == [LOST])
+        link.alert("emergency")
+        (alert_id,) = link.outbox
+    events.clear()
+    async with (
+        booth_link(db, port, tls.hub.fingerprint, events, outbox) as again,
+        hub_server(db, tls.hub, port) as server,
+    ):
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: not again.outbox and bool(events), timeout=2.0)
+        await asyncio.sleep(0.2)
+        stored = [a.alert_id for a in await server.hub.unacked_alerts()]
+    return alert_id, stored
+
+
+def test_an_alert_raised_offline_survives_a_booth_restart(
+    db: Db, tls: Tls, tmp_path: Path
+) -> None:
+    outbox = OutboxFile(tmp_path / "alert-outbox.json")
+    alert_id, stored = asyncio.run(_restart_while_offline(db, tls, outbox))
+    assert stored == [alert_id]
+    assert not outbox.path.exists(), "emptied once the hub has it"
+
+
+def test_twin_without_the_outbox_file_a_restart_loses_the_alert(db: Db, tls: Tls) -> None:
+    _, stored = asyncio.run(_restart_while_offline(db, tls, None))
+    assert stored == []

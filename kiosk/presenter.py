@@ -191,6 +191,8 @@ class Context:
 
     config: BoothConfig
     waited_minutes: int = 0
+    clinician_muted: bool = False  # as the clinician's console last told the booth
+    clinician_camera_off: bool = False
 
 
 def _translator(booth: Booth, ctx: Context) -> Translator:
@@ -437,7 +439,7 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
             spoken=t.spoken(w.spoken),
         )
     if s in (State.IN_CALL, State.PRIVACY_PAUSE):
-        return _call(booth, ui, t, v)
+        return _call(booth, ui, ctx, t, v)
     if s is State.WRAP_UP:
         wu = texts.WRAP_UP
         ended = wu.ended_by.get(booth.message) if booth.message else None
@@ -481,10 +483,14 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
     return replace(v, title=t(tt.title), actions=tuple(actions))
 
 
-def _call(booth: Booth, ui: UiState, t: Translator, v: View) -> View:
+def _call(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> View:
     c = texts.IN_CALL
     paused = booth.state is State.PRIVACY_PAUSE
     notices: list[str] = []
+    if ctx.clinician_muted:
+        notices.append(t(c.clinician_muted))
+    if ctx.clinician_camera_off:
+        notices.append(t(c.clinician_camera_off))
     if booth.muted:
         notices.append(t(c.muted_notice))
     if booth.audio_only:

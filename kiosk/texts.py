@@ -211,6 +211,8 @@ class InCallText(ScreenText):
     camera_on: str
     camera_off_notice: str
     audio_only_notice: str
+    clinician_muted: str
+    clinician_camera_off: str
     volume: str
     louder: str
     quieter: str
@@ -400,6 +402,8 @@ IN_CALL: Final = InCallText(
     camera_on=N_("Turn camera on"),
     camera_off_notice=N_("Your camera is off. The health professional cannot see you."),
     audio_only_notice=N_("Audio only: the health professional can hear you but cannot see you."),
+    clinician_muted=N_("The health professional has turned their microphone off."),
+    clinician_camera_off=N_("The health professional has turned their camera off."),
     volume=N_("Volume"),
     louder=N_("Louder"),
     quieter=N_("Quieter"),

@@ -106,6 +106,9 @@ class BoothApp(App):  # type: ignore[misc]
     def build(self) -> Any:
         self.root_widget = BoothRoot(self.on_action, clock=Clock.get_time, look=self.look)
         self.controller.state_listeners.append(self._on_state)
+        listeners = getattr(self.remote, "clinician_listeners", None)
+        if listeners is not None:  # the clinician muted or turned their camera off: say so
+            listeners.append(lambda _state: self.render())
         if self.runtime is None or self.runtime.simulation is None:
             return self.root_widget
         from kivy.uix.boxlayout import BoxLayout
@@ -192,7 +195,13 @@ class BoothApp(App):  # type: ignore[misc]
         if visit is not None and self.controller.booth.state is State.WAITING:
             loop = asyncio.get_event_loop()
             waited = int(max(0.0, loop.time() - visit.started) // 60)
-        return Context(self.config_, waited_minutes=waited)
+        clinician = getattr(self.remote, "clinician_state", None)
+        return Context(
+            self.config_,
+            waited_minutes=waited,
+            clinician_muted=bool(getattr(clinician, "muted", False)),
+            clinician_camera_off=bool(getattr(clinician, "camera_off", False)),
+        )
 
     def _translator(self) -> Translator:
         e = self.config_.emergency

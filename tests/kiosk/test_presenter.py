@@ -139,3 +139,15 @@ def test_language_buttons_name_each_language_in_its_own_words_from_its_catalog()
     ]
     assert language_name("es") == "Español"
     assert languages() == config.SHIPPED_LANGUAGES, "config accepts exactly the shipped catalogs"
+
+
+def test_the_resident_is_told_when_the_clinician_turns_microphone_or_camera_off() -> None:
+    quiet = Context(CFG, clinician_muted=True, clinician_camera_off=True)
+    body = present(Booth(state=State.IN_CALL), UiState(), quiet).body
+    assert body[:2] == (
+        "The health professional has turned their microphone off.",
+        "The health professional has turned their camera off.",
+    )
+    es = present(Booth(state=State.IN_CALL, language="es"), UiState(), quiet).body
+    assert es[0] == "El profesional de la salud apagó su micrófono."
+    assert len(present(Booth(state=State.IN_CALL), UiState(), CTX).body) == 1, "only the volume"

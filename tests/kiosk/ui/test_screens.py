@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from kiosk.presenter import Local, UiState
@@ -87,6 +88,15 @@ def _problems(p: Pilot, width: int, height: int, large_text: bool) -> list[str]:
     return out
 
 
+class _QuietClinician:
+    """The longest call screen: the clinician's microphone and camera off as well."""
+
+    clinician_state = SimpleNamespace(muted=True, camera_off=True)
+
+    def remote_frame(self) -> None:
+        return None
+
+
 def _shown(w: Any) -> bool:
     node = w
     while node is not None:
@@ -125,7 +135,7 @@ def test_every_screen_fits_every_size_in_every_language() -> None:
                         p.app.root_widget.export_to_png(str(shots / f"{size}-{lang}-{name}.png"))
         p.controller.booth = Booth()
 
-    asyncio.run(run_booth(scenario))
+    asyncio.run(run_booth(scenario, remote=_QuietClinician()))
     print(f"\n{rendered} screens rendered; screenshots in {shots}")
     assert rendered == len(SIZES) * 2 * len(_cases())
     assert not problems, "\n".join(problems)

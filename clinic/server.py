@@ -496,6 +496,20 @@ def _same_alert(alert: StoredAlert, booth_id: str, alert_id: str) -> bool:
     return alert.booth.booth_id == booth_id and alert.alert_id == alert_id
 
 
+def _utc(seconds: float) -> datetime.datetime:
+    """A stored time as a UTC datetime; one just past datetime's range is kept at its edge.
+
+    A booth's ``raised_at`` may be any valid protocol time (a Pi has no clock to trust), and
+    stored as a float 9999-12-31T23:59:59.999999Z rounds into the year 10000: the alert must
+    still reach the consoles.
+    """
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        edge = datetime.datetime.max if seconds > 0 else datetime.datetime.min
+        return edge.replace(tzinfo=datetime.UTC)
+
+
 def alert_message(alert: StoredAlert) -> protocol.Alert:
     """An alert as consoles get it: where to send help comes from the hub's booth record."""
     booth = alert.booth
@@ -508,7 +522,7 @@ def alert_message(alert: StoredAlert) -> protocol.Alert:
         alert_id=alert.alert_id,
         booth_id=booth.booth_id,
         kind=kind,
-        raised_at=datetime.datetime.fromtimestamp(alert.raised_at, datetime.UTC),
+        raised_at=_utc(alert.raised_at),
         site=Site.fitted(name=booth.site, street_address=booth.address, room=booth.room),
     )
 
@@ -660,6 +674,9 @@ async def _handle(hub: Hub, ws: web.WebSocketResponse, booth: Booth, message: Me
     elif isinstance(message, Pong | protocol.Error):
         if isinstance(message, protocol.Error):
             log.info("booth %s reported error %s", booth_id, message.code.value)
+    elif isinstance(message, Hello):  # a valid type, but only as a connection's first message
+        text = "hello: this connection has said hello already; reconnect to say it again"
+        await _send(ws, _hub_error(ErrorCode.NOT_ALLOWED, text, message.id))
     else:  # pragma: no cover - every type a booth may send is handled above
         log.error("booth %s: no handler for %s", booth_id, message.TYPE)
 
@@ -738,6 +755,8 @@ def create_app(
         middlewares=[console.security_headers], client_max_size=console.MAX_BODY_BYTES
     )
     hub = Hub(store=store, turn=turn, clock=clock, call_grace=call_grace)
+    for booth in store.all_booths():  # offline until it says hello
+        hub.booths[booth.booth_id] = BoothStatus(booth, online=False)
     app[HUB_KEY] = hub
     app.router.add_get("/booth", booth_socket)
     console.add_routes(app)

@@ -776,6 +776,14 @@ class Store:
             ).fetchone()
         return None if row is None else Booth(*row)
 
+    def all_booths(self) -> list[Booth]:
+        """Every registered booth, by id: the console lists those that never came online too."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT booth_id, name, site, address, room FROM booths ORDER BY booth_id"
+            ).fetchall()
+        return [Booth(*row) for row in rows]
+
     def verify_booth(self, booth_id: str, token: str) -> Booth | None:
         """The booth if ``token`` is its current credential, else None; in constant time."""
         with self._read() as db:

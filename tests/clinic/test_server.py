@@ -259,7 +259,7 @@ def test_wrong_token_is_refused_and_closed(db: Db, tls: Tls) -> None:
         err = await client.error()
         assert (err.code, err.in_reply_to) == (ErrorCode.UNAUTHORIZED, "h1")
         assert await client.closed()
-        assert "booth-1" not in server.hub.booths
+        assert not server.hub.booths["booth-1"].online and not server.hub.connections
 
     run(db, tls, scenario)
 

@@ -20,10 +20,10 @@ from hardware.events import DeviceKind, HardwareFault
 from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk import __version__, logs
-from kiosk.call.engine import CallEngine
 from kiosk.call.hub_link import HubLink
 from kiosk.call.outbox import FILE_NAME as OUTBOX_NAME
 from kiosk.call.outbox import OutboxFile
+from kiosk.call.threaded import ThreadedCallEngine
 from kiosk.config import Backend, BoothConfig
 from kiosk.controller import Controller
 from kiosk.errors import HardwareError
@@ -78,7 +78,7 @@ class BoothRuntime:
         self.media: LocalMedia | None = None
         self.speaker: Speaker | None = None
         self.link: HubLink | None = None
-        self.call: CallEngine | None = None
+        self.call: ThreadedCallEngine | None = None
         """The call engine, when the booth has a hub credential (``[hub] credential_file``)."""
         self.health: LinkHealth | None = None
         self._presence_tasks: set[asyncio.Task[None]] = set()
@@ -155,7 +155,7 @@ class BoothRuntime:
             on_event=health.from_hub,
             outbox_file=OutboxFile(Path(state.split(":")[0]) / OUTBOX_NAME) if state else None,
         )
-        engine = CallEngine(
+        engine = ThreadedCallEngine(
             link,
             self.config.ice_servers,
             camera=devices.camera,

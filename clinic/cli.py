@@ -74,7 +74,10 @@ _err = err
 
 def _when(timestamp: float) -> str:
     """A time as the hub's staff read it: local, to the second, with the zone."""
-    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    try:
+        return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (OverflowError, OSError, ValueError):  # a booth clock at the calendar's very edge
+        return "(a time beyond the calendar)"
 
 
 def db_path(args: argparse.Namespace) -> tuple[Path, str]:

@@ -1,5 +1,13 @@
 """Cameras behind one small interface; the simulated twin is a moving test card.
 
+Backends: :class:`TestCard` (here), the Pi camera through picamera2
+(:mod:`hardware.picamera`, which alone imports picamera2), a USB camera
+(:mod:`hardware.v4l2`), and the test card with a simulated hardware H.264
+encoder (:class:`hardware.h264.EncodingTestCard`). :func:`make_camera` picks
+one from ``[hardware] camera`` (``auto`` detects). A camera that has its own
+H.264 encoder offers it as ``camera.encoder`` (:class:`EncodingCamera`,
+:func:`encoder_of`); the call then sends that stream unchanged.
+
 Frames are held in memory only, newest first and one at a time: nothing in
 this module (or anywhere in the booth) writes an image anywhere.
 """
@@ -8,8 +16,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from hardware.h264 import EncodedVideo
 
 
 @dataclass(frozen=True)
@@ -89,3 +102,131 @@ class TestCard:
             else:
                 rows.append(self._row)
         return Frame(w, h, b"".join(rows))
+
+
+# ---------------------------------------------------------------- choosing a camera
+
+CAMERA_CHOICES: Final = ("auto", "picamera", "usb", "test_card")
+"""``[hardware] camera``: detect, the Pi (CSI) camera, a USB (UVC) camera, the test card."""
+
+SYSFS_VIDEO: Final = Path("/sys/class/video4linux")
+DEVICE_TREE_MODEL: Final = Path("/proc/device-tree/model")
+
+
+@runtime_checkable
+class EncodingCamera(Camera, Protocol):
+    """A camera that may also hand out its own H.264 (a Pi 4's hardware encoder, the simulation).
+
+    ``encoder`` is None when it has none (a Pi 5): the call then encodes the
+    raw frames from :meth:`latest` itself.
+    """
+
+    @property
+    def encoder(self) -> EncodedVideo | None: ...
+
+
+def encoder_of(camera: object) -> EncodedVideo | None:
+    """The camera's own H.264 encoder, or None (no camera, or one that only gives pictures)."""
+    encoder = getattr(camera, "encoder", None)
+    if encoder is None:
+        return None
+    from hardware.h264 import EncodedVideo
+
+    return encoder if isinstance(encoder, EncodedVideo) else None
+
+
+@dataclass(frozen=True)
+class VideoDevice:
+    """A ``/dev/videoN`` node as sysfs describes it."""
+
+    node: str  # "/dev/video0"
+    name: str  # the driver's or the product's name: "unicam-image", "HD Pro Webcam C920"
+    index: int = 0  # 0: a device's first node (a UVC camera's capture node; 1 is its metadata)
+    usb: bool = False  # on a USB bus
+
+
+def list_video_devices(sysfs: Path = SYSFS_VIDEO) -> list[VideoDevice]:
+    """The machine's video nodes, in number order; [] when there is no video4linux."""
+    out = []
+    try:
+        entries = sorted(sysfs.glob("video[0-9]*"), key=lambda p: int(p.name[5:] or 0))
+    except (OSError, ValueError):
+        return []
+    for entry in entries:
+        try:
+            name = (entry / "name").read_text(encoding="utf-8", errors="replace").strip()
+            index_text = (entry / "index").read_text(encoding="ascii").strip()
+            index = int(index_text) if index_text.isdigit() else 0
+            device = str((entry / "device").resolve())
+        except OSError:
+            continue
+        out.append(VideoDevice(f"/dev/{entry.name}", name, index, "/usb" in device))
+    return out
+
+
+def read_model(path: Path = DEVICE_TREE_MODEL) -> str | None:
+    """The board's model ("Raspberry Pi 4 Model B Rev 1.4"), or None off a Pi (no device tree)."""
+    try:
+        return path.read_bytes().rstrip(b"\0").decode("utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def usb_camera_node(devices: Sequence[VideoDevice]) -> str | None:
+    """A USB camera's capture node: the first node (index 0) of a device on a USB bus."""
+    for device in devices:
+        if device.usb and device.index == 0:
+            return device.node
+    return None
+
+
+def detect_camera(csi_cameras: int, devices: Sequence[VideoDevice]) -> str | None:
+    """``auto``: a Pi camera on the CSI connector first (libcamera found one), else a USB camera.
+
+    None when there is neither: the booth then has no picture (calls send
+    black) rather than a test card that a clinician could take for a fault.
+    """
+    if csi_cameras > 0:
+        return "picamera"
+    if usb_camera_node(devices) is not None:
+        return "usb"
+    return None
+
+
+def make_camera(
+    choice: str = "auto",
+    *,
+    devices: Sequence[VideoDevice] | None = None,
+    csi_cameras: Callable[[], int] | None = None,
+) -> Camera | None:
+    """The camera ``[hardware] camera`` asks for, not yet opened; None when there is none.
+
+    ``auto`` looks (libcamera's camera list, sysfs) and takes what
+    :func:`detect_camera` says. The Pi backend decides for itself whether the
+    board has a hardware H.264 encoder (see :mod:`hardware.picamera`).
+    Backend modules are imported only when chosen: ``picamera2`` exists only
+    on a Pi.
+    """
+    if choice not in CAMERA_CHOICES:
+        raise ValueError(f"camera must be one of {', '.join(CAMERA_CHOICES)}, not {choice!r}")
+    if choice == "test_card":
+        return TestCard()
+    if devices is None:
+        devices = list_video_devices()
+    if choice == "auto":
+        if csi_cameras is None:
+            from hardware.picamera import csi_camera_count
+
+            csi_cameras = csi_camera_count
+        found = detect_camera(csi_cameras(), devices)
+        if found is None:
+            return None
+        choice = found
+    if choice == "picamera":
+        from hardware.picamera import PiCamera, choose_pipeline
+
+        return PiCamera(pipeline=choose_pipeline(read_model(), devices))
+    from hardware.v4l2 import UsbCamera
+
+    node = usb_camera_node(devices)
+    return UsbCamera(node or "/dev/video0")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hardware import udev
 from hardware.audio import PipeSpeaker, SimulatedMicrophone, SimulatedSpeaker, Speaker
-from hardware.camera import TestCard
+from hardware.camera import Camera, TestCard, make_camera
 from hardware.events import DeviceKind, HardwareFault
 from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
@@ -98,7 +98,7 @@ class BoothRuntime:
         devices = (
             LocalMedia(TestCard(), SimulatedMicrophone())
             if self.simulated
-            else LocalMedia(None, None)
+            else LocalMedia(await self._camera(), None)
         )
         self.speaker = SimulatedSpeaker() if self.simulated else PipeSpeaker()
         controller = Controller(self.config, _LateOutputs(self), booth=booth, devices=devices)
@@ -142,6 +142,13 @@ class BoothRuntime:
         await controller.settle()
         self.notifier.ready(f"{controller.booth.state.value}")
         return controller
+
+    async def _camera(self) -> Camera | None:
+        """The configured camera (``[hardware] camera``); asking libcamera takes a while."""
+        camera = await asyncio.to_thread(make_camera, self.config.hardware.camera.value)
+        if camera is None:
+            logs.log_event("camera_missing", choice=self.config.hardware.camera.value)
+        return camera
 
     def _connect_hub(self, controller: Controller, devices: LocalMedia, credential: str) -> None:
         """The hub link and the call engine: the staff-alert and call ports of the controller."""

@@ -64,6 +64,15 @@ class Backend(StrEnum):
     SIM = "sim"
 
 
+class CameraChoice(StrEnum):
+    """Which camera the booth uses (``hardware.camera.make_camera`` builds it)."""
+
+    AUTO = "auto"  # the Pi camera module if libcamera finds one, else a USB camera, else none
+    PICAMERA = "picamera"
+    USB = "usb"
+    TEST_CARD = "test_card"
+
+
 class Contact(StrEnum):
     """How an input switch is wired: normally closed (supervisable) or normally open."""
 
@@ -127,6 +136,7 @@ class Hardware:
     contacts: Contacts
     emergency_hold_seconds: float = 1.0
     wiring_fault_seconds: float = 3.0
+    camera: CameraChoice = CameraChoice.AUTO
 
 
 @dataclass(frozen=True)
@@ -660,6 +670,7 @@ def _hardware(s: _Section) -> Hardware:
     contacts = _contacts(s.table("contacts"))
     hold = s.get("emergency_hold_seconds", number(0.5, 5.0), 1.0)
     fault = s.get("wiring_fault_seconds", number(0.5, 10.0), 3.0)
+    camera = s.get("camera", choice(CameraChoice), CameraChoice.AUTO)
     s.done()
     if pins.door_supervision is not None and contacts.door is not Contact.NC:
         s.problems.append(
@@ -675,7 +686,7 @@ def _hardware(s: _Section) -> Hardware:
             f'button contact; set {s.key("contacts")}.emergency_button = "nc" '
             "or remove the supervision pin"
         )
-    return Hardware(backend, pins, contacts, hold, fault)
+    return Hardware(backend, pins, contacts, hold, fault, camera)
 
 
 def _timeouts(s: _Section) -> Timeouts:

@@ -128,6 +128,8 @@ _EVENTS: dict[str, EventSpec] = {
     "device_added": EventSpec({"kind": DEVICE_KINDS}),
     "device_removed": EventSpec({"kind": DEVICE_KINDS}),
     "network": EventSpec({"up": Kind.BOOL}),
+    "hub_not_configured": EventSpec({}, _W),
+    "camera_missing": EventSpec({"choice": Kind.WORD}, _W),
     "emergency_raised": EventSpec({}, _W),
     "emergency_cleared": EventSpec({}, _W),
     "watchdog_late": EventSpec({"lag_ms": Kind.INT}, _W),

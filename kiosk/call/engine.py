@@ -46,6 +46,7 @@ import contextlib
 import functools
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +65,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
+from aiortc.sdp import SessionDescription
 
 from clinic import protocol
 from clinic.protocol import (
@@ -79,9 +81,10 @@ from clinic.protocol import (
     new_id,
 )
 from hardware.audio import Microphone, Speaker
-from hardware.camera import Camera, Frame
+from hardware.camera import Camera, Frame, encoder_of
 from kiosk import config, session
 from kiosk.call.adapt import VideoLevel, VideoPolicy
+from kiosk.call.passthrough import H264PassthroughTrack, add_passthrough
 from kiosk.call.stall import RETRY_EVERY, STALL_AFTER, StallWatch, Verdict
 from kiosk.call.tracks import CameraTrack, MicrophoneTrack, Outgoing, RemoteAudio, to_frame
 from kiosk.controller import Visit
@@ -100,6 +103,8 @@ REPORT_FRESH: Final = 3.0
 """A loss report older than this says nothing about the link now."""
 MAX_CHANNEL_MESSAGE: Final = 1024
 """Bytes: a data channel message is one small JSON object; anything bigger is refused."""
+ENDED_MEMORY: Final = 16
+"""Calls this booth ended that it remembers, to end them again should the hub offer one back."""
 
 _CONSOLE_WORDS: Final = frozenset(
     {CallEvent.MUTED, CallEvent.UNMUTED, CallEvent.CAMERA_OFF, CallEvent.CAMERA_ON}
@@ -173,7 +178,7 @@ class _Leg:
     pc: RTCPeerConnection
     channel: RTCDataChannel
     audio: MicrophoneTrack
-    video: CameraTrack | None
+    video: CameraTrack | H264PassthroughTrack | None
     connections: list[Any] = field(default_factory=list)  # aioice's, for seal()
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     offered_at: float | None = None  # loop time the offer went to the hub
@@ -235,6 +240,35 @@ def bound_gathering(pc: RTCPeerConnection, timeout: float) -> None:
         connection.get_component_candidates = functools.partial(
             connection.get_component_candidates, timeout=timeout
         )
+
+
+async def add_bundled_candidates(pc: RTCPeerConnection, description: str) -> int:
+    """Give ``pc`` the far side's candidates from every m-section of ``description``.
+
+    With max-bundle, aiortc (1.16) passes on only the candidates of the *last*
+    m-section that shares the transport, and a browser lists them in the
+    *first* one alone: the booth then has no remote candidate at all. It never
+    checks a pair of its own and connects only if the far side's checks reach
+    it first, which through TURN never happens (our relay lets in only peers we
+    have sent to), so a call that needs a relay never connects. aioice ignores
+    a candidate it already has, and aiortc any after end-of-candidates.
+    Returns how many candidates were handed over.
+    """
+    parsed = SessionDescription.parse(description)
+    if not parsed.media:
+        return 0
+    first = parsed.media[0]
+    given = 0
+    for media in parsed.media:
+        for candidate in media.ice_candidates:
+            candidate.sdpMid = first.rtp.muxId  # the transport every bundled section shares
+            candidate.sdpMLineIndex = 0
+            try:
+                await pc.addIceCandidate(candidate)
+            except ValueError:
+                continue
+            given += 1
+    return given
 
 
 async def _no_consent() -> None:
@@ -305,6 +339,7 @@ class CallEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_stats = 0.0
         self._closed = False
+        self._ended: deque[str] = deque(maxlen=ENDED_MEMORY)  # call ids this booth ended
         self.status = CallStatus.IDLE
         self.clinician_state = ClinicianState()
         """The console's mute and camera, as it last told the booth."""
@@ -312,6 +347,10 @@ class CallEngine:
         """Peer connections that failed outright (ICE, or DTLS refused the far certificate)."""
         self.offers = 0
         """Offers sent, first and re-offers."""
+        self.video_frames_received = 0
+        """The clinician's video frames decoded, over every call (diagnostics, the simulator)."""
+        self.audio_frames_received = 0
+        """The clinician's audio frames decoded, over every call."""
         self.status_listeners: list[Callable[[CallStatus], None]] = []
         self.clinician_listeners: list[Callable[[ClinicianState], None]] = []
         link.on_call = self.on_hub_message
@@ -387,6 +426,13 @@ class CallEngine:
             self._post(session.CallEnded())
 
     async def _call_started(self, message: CallStarted) -> None:
+        if message.call_id in self._ended:
+            # Our end_call went down with the hub link, so the hub kept the call and gives it
+            # back after the reconnect. The visit is over: end it there too, or the clinician
+            # waits in a dead call and the hub refuses this booth's next queue place (busy).
+            _log.info("call %s: already ended here; ending it at the hub", message.call_id)
+            await self._link.send(EndCall(id=new_id(), call_id=message.call_id))
+            return
         call = self._call
         if call is not None and call.call_id == message.call_id:
             # The hub after our link came back: fresh TURN credentials, re-offer with them.
@@ -397,7 +443,8 @@ class CallEngine:
             return
         if call is not None:
             _log.warning("call %s: replaced by call %s", call.call_id, message.call_id)
-            await self._finish()
+            if await self._finish():
+                self._post(session.NetworkRestored())  # the new call's media is watched afresh
         self._call = _Call(message.call_id, message.ice_servers, message.audio_only)
         self._link.in_call = True
         self._policy.reset()
@@ -441,9 +488,13 @@ class CallEngine:
         call = self._call
         if call is None:
             return
+        self._ended.append(call.call_id)
         await self._send(call, EndCall(id=new_id(), call_id=call.call_id))
         _log.info("call %s: ended by the booth", call.call_id)
-        await self._finish()
+        if await self._finish():
+            # The visit heard NetworkLost for this call's media; with no call there is no
+            # media to miss. Unsaid, the booth would stay "offline" (out of service) for good.
+            self._post(session.NetworkRestored())
 
     async def rebuild_call(self) -> None:
         """The network came back: re-offer, unless media is already flowing fine."""
@@ -506,10 +557,15 @@ class CallEngine:
         )
         audio = MicrophoneTrack(self._microphone, self._out)
         pc.addTransceiver(audio, direction="sendrecv")
-        video: CameraTrack | None = None
+        video: CameraTrack | H264PassthroughTrack | None = None
+        encoder = encoder_of(self._camera)
         if call.audio_only:
             # Audio-only is about the resident's picture: the clinician is still seen.
             pc.addTransceiver("video", direction="recvonly")
+        elif encoder is not None:
+            # The camera encodes H.264 itself (a Pi 4): sent as it is, H.264 negotiated.
+            video = H264PassthroughTrack(encoder, self._out)
+            add_passthrough(pc, video, direction="sendrecv")
         else:
             video = CameraTrack(self._camera, self._out)
             pc.addTransceiver(video, direction="sendrecv")
@@ -593,6 +649,7 @@ class CallEngine:
             leg.answered = True
             try:
                 await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+                await add_bundled_candidates(leg.pc, sdp)
             except Exception as exc:
                 _log.error("call %s: the answer was refused (%s)", call.call_id, type(exc).__name__)
                 self._failed(leg)
@@ -612,6 +669,7 @@ class CallEngine:
             self._leg = leg
             try:
                 await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                await add_bundled_candidates(leg.pc, sdp)
                 await leg.pc.setLocalDescription(await leg.pc.createAnswer())
             except Exception as exc:
                 _log.error(
@@ -674,8 +732,10 @@ class CallEngine:
             self._media_arrived()
             if audio is not None:
                 assert isinstance(frame, av.AudioFrame)
+                self.audio_frames_received += 1
                 audio.play(frame)
             elif isinstance(frame, av.VideoFrame):
+                self.video_frames_received += 1
                 self._remote_video = frame
 
     def _media_arrived(self) -> None:
@@ -732,7 +792,7 @@ class CallEngine:
         try:
             body = json.loads(data)
             event = CallEvent(body["event"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):  # "[" * 1000 is within the cap
             _log.info("call %s: a data channel message was not a call event", self.call_id or "-")
             return
         self._clinician_word(event)
@@ -756,15 +816,19 @@ class CallEngine:
 
     # ------------------------------------------------------------ ending
 
-    async def _finish(self) -> None:
-        """Forget the call: no leg, no monitor, booth switches back to their defaults."""
+    async def _finish(self) -> bool:
+        """Forget the call: no leg, no monitor, booth switches back to their defaults.
+
+        True when the call was stalled: the visit was told NetworkLost for it.
+        """
+        stalled = self._watch.stalled
         self._call = None
         monitor, self._monitor = self._monitor, None
-        if monitor is not None and monitor is not asyncio.current_task():
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
-        async with self._lock:
+        async with self._lock:  # never cancel the monitor mid re-offer: a half-closed leg leaks
+            if monitor is not None and monitor is not asyncio.current_task():
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
             await self._drop_leg()
         self._watch.stop()
         self._reoffer_wanted = False
@@ -777,6 +841,7 @@ class CallEngine:
             self._clinician_word(CallEvent.UNMUTED)
             self._clinician_word(CallEvent.CAMERA_ON)
         self._set_status(CallStatus.IDLE)
+        return stalled
 
     async def close(self) -> None:
         """Drop any call without a word to the hub (the booth is stopping); no task is left."""
@@ -843,6 +908,7 @@ __all__ = [
     "CallStatus",
     "ClinicianState",
     "HubPort",
+    "add_bundled_candidates",
     "bound_gathering",
     "ice_connections",
     "ice_servers",

@@ -630,3 +630,104 @@ def test_real_loss_on_the_way_to_the_clinician_steps_the_video_down(network: Net
         assert b.engine.status is CallStatus.CONNECTED and b.posted(session.NetworkLost) == 0
 
     run(scenario, policy=VideoPolicy(down_after=0.5), stats_every=0.25)
+
+
+def test_the_booth_ending_a_stalled_call_withdraws_its_network_lost(network: Network) -> None:
+    """A visit that gives up on dead media ends the call itself; the booth must not stay offline.
+
+    The engine told the visit NetworkLost; the hub never sends call_ended for a
+    call the booth ended, so the engine itself says the media is no longer missed.
+    """
+
+    async def scenario(b: Booth) -> None:
+        await b.connected()
+        network.cut = True
+        await eventually(lambda: b.posted(session.NetworkLost) == 1, 6.0, "NetworkLost")
+        # Let the re-offer that follows a stall be answered first: ending a call halfway
+        # through that exchange leaves aiortc tasks behind (an aiortc race, not the point here).
+        await eventually(lambda: b.clinician.offers == 2, 2.0, "the re-offer answered")
+        await asyncio.sleep(0.5)
+        await b.engine.end_call()
+        assert status(b) is CallStatus.IDLE
+        assert b.events == [
+            session.ClinicianAnswered(),
+            session.NetworkLost(),
+            session.NetworkRestored(),
+        ]
+
+    run(scenario)
+
+
+def test_a_call_the_booth_ended_is_ended_again_when_the_hub_gives_it_back() -> None:
+    """The booth's end_call was lost with the hub link; after the reconnect the hub says
+    call_started for it again. The visit is over: the engine ends it at the hub, and does
+    not take it up (a clinician would wait in a dead call, the booth's next queue place
+    would be refused as busy)."""
+
+    async def scenario(b: Booth) -> None:
+        await b.connected()
+        await b.engine.end_call()
+        assert len(b.hub.booth.of_type(EndCall)) == 1
+        b.hub.start_call()  # the same call id, as the hub does for a booth that comes back
+        await eventually(lambda: len(b.hub.booth.of_type(EndCall)) == 2, 2.0, "end_call again")
+        ends = b.hub.booth.of_type(EndCall)
+        assert all(isinstance(m, EndCall) and m.call_id == b.hub.call_id for m in ends)
+        await asyncio.sleep(0.2)
+        assert status(b) is CallStatus.IDLE and b.engine.call_id is None
+        assert not b.hub.booth.in_call
+        assert b.events == [session.ClinicianAnswered()]  # no second answer for the visit
+
+    run(scenario)
+
+
+def _as_a_browser_answers(sdp: str) -> str:
+    """Candidates in the first m-section of the bundle only, and no end-of-candidates.
+
+    That is how Chromium writes an answer whose gathering is still running.
+    """
+    head, *sections = re.split(r"(?m)^(?=m=)", sdp)
+    out = [head]
+    for i, section in enumerate(sections):
+        lines = [
+            line for line in section.splitlines(keepends=True) if "end-of-candidates" not in line
+        ]
+        if i > 0:
+            lines = [line for line in lines if not line.startswith("a=candidate:")]
+        out.append("".join(lines))
+    return "".join(out)
+
+
+def test_candidates_only_in_the_first_bundled_section_reach_the_booths_ice() -> None:
+    """aiortc under max-bundle reads remote candidates from the last m-section only."""
+    from aiortc import RTCBundlePolicy, RTCSessionDescription
+
+    from kiosk.call.engine import add_bundled_candidates
+
+    async def main() -> None:
+        booth = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        clinician = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            booth.addTransceiver("audio")
+            booth.addTransceiver("video")
+            booth.createDataChannel("state")
+            await booth.setLocalDescription(await booth.createOffer())
+            await clinician.setRemoteDescription(booth.localDescription)
+            await clinician.setLocalDescription(await clinician.createAnswer())
+            answer = _as_a_browser_answers(clinician.localDescription.sdp)
+            ports = set(re.findall(r"(?m)^a=candidate:\S+ 1 udp \d+ \S+ (\d+) typ", answer))
+            assert ports, "the answer lists no candidate"
+
+            await booth.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            ice = booth.getTransceivers()[0].receiver.transport.transport
+            assert ice.getRemoteCandidates() == []  # the twin: aiortc alone finds none
+
+            assert await add_bundled_candidates(booth, answer) == len(ports)
+            assert {str(c.port) for c in ice.getRemoteCandidates()} == ports
+        finally:
+            for pc in (booth, clinician):
+                engine_module.seal(ice_connections(pc))
+                await pc.close()
+
+    asyncio.run(main())

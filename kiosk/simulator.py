@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from hardware.audio import SimulatedSpeaker, Speaker
 from hardware.events import DeviceKind
 from kiosk import logs
 from kiosk.app import BoothRuntime
+from kiosk.call.engine import CallEngine
 from kiosk.controller import Controller
 from kiosk.session import (
     Booth,
@@ -51,6 +53,7 @@ HELP: dict[str, str] = {
     "staff": "staff clear   (staff cleared the emergency)",
     "technician": "technician   (a technician unlocked technician mode)",
     "state": "state   (print the current state)",
+    "call": "call   (print the call engine's status: needs [hub] credential_file)",
     "wait": "wait SECONDS",
     "quit": "quit",
 }
@@ -97,6 +100,7 @@ def parse(line: str) -> Command | None:
         "staff": (1, 1),
         "technician": (0, 0),
         "state": (0, 0),
+        "call": (0, 0),
         "wait": (1, 1),
         "quit": (0, 0),
     }
@@ -167,6 +171,8 @@ class Simulator:
         self.sim = runtime.simulation
         self.controller: Controller = runtime.controller
         self.printer = printer
+        self.number = 0
+        """The number of the line being carried out (for ``error`` lines)."""
 
     async def execute(self, cmd: Command) -> bool:
         """Carry out one command; False means quit."""
@@ -196,6 +202,18 @@ class Simulator:
             c.post(TechnicianUnlocked())
         elif cmd.verb == "state":
             self.printer.emit(_describe(c.booth))
+        elif cmd.verb == "call":
+            if self.runtime.call is None:
+                self.printer.emit(
+                    {
+                        "type": "error",
+                        "line": self.number,
+                        "error": "call: this booth has no hub credential "
+                        "([hub] credential_file), so it has no call engine",
+                    }
+                )
+            else:
+                self.printer.emit(describe_call(self.runtime.call.engine, self.runtime.speaker))
         elif cmd.verb == "wait":
             await asyncio.sleep(float(a[0]))
         elif cmd.verb == "quit":
@@ -217,6 +235,31 @@ def _describe(b: Booth) -> dict[str, object]:
         "faults": sorted(b.faults),
         "missing": sorted(k.value for k in b.missing),
         "message": b.message.value if b.message else None,
+    }
+
+
+def describe_call(engine: CallEngine, speaker: Speaker | None = None) -> dict[str, object]:
+    """The ``call`` line: the call engine's view of the call, and what came from the clinician.
+
+    The counters run over every call since the booth started; compare two
+    lines to see whether media is flowing now.
+    """
+    frame = engine.remote_frame()
+    return {
+        "type": "call",
+        "status": engine.status.value,
+        "call_id": engine.call_id,
+        "offers": engine.offers,
+        "failures": engine.failures,
+        "video_frames": engine.video_frames_received,
+        "audio_frames": engine.audio_frames_received,
+        "audio_samples": speaker.samples if isinstance(speaker, SimulatedSpeaker) else None,
+        "remote_video": frame is not None,
+        "remote_size": [frame.width, frame.height] if frame is not None else None,
+        "clinician_state": {
+            "muted": engine.clinician_state.muted,
+            "camera_off": engine.clinician_state.camera_off,
+        },
     }
 
 
@@ -262,6 +305,7 @@ async def run(runtime: BoothRuntime, lines: asyncio.Queue[str | None], out: Text
             if line is None:
                 break
             number += 1
+            sim.number = number
             try:
                 cmd = parse(line)
             except CommandError as exc:

@@ -29,7 +29,11 @@
     unknown_call: "The hub no longer knows this call.",
     unknown_alert: "That alert was already acknowledged.",
   };
-  const ANSWER_GATHER_MS = 5000;
+  // At most this long gathering before answering, whatever is still pending (a TURN server one
+  // interface cannot reach never finishes). Well under the booth's re-offer (4 s) and stall (5 s)
+  // timers, both counted from its offer: an answer later than those meets a newer offer and
+  // cannot apply, so a console slower than that never connects.
+  const ANSWER_GATHER_MS = 2000;
   const BEEP_EVERY_MS = 1200;
 
   const state = {

@@ -182,7 +182,9 @@ def test_sign_in_answer_a_booth_and_acknowledge_an_alert(db: Db, tls: Tls) -> No
         assert await row.locator('[data-testid="queue-booth"]').text_content() == (
             "Riverside booth"
         )
-        status = page.page.locator('[data-testid="booth-row"] [data-testid="booth-status"]')
+        status = page.page.locator(
+            '[data-testid="booth-row"][data-booth-id="booth-1"] [data-testid="booth-status"]'
+        )
         assert await status.text_content() == "Online, idle"
         wait = row.locator('[data-testid="wait"]')
         first = await wait.text_content()

@@ -272,3 +272,86 @@ def test_safe_mode_is_out_of_service_with_the_emergency_path_up() -> None:
     assert statuses[0]["state"] == "out_of_service" and "booth" in statuses[0]["faults"]
     assert statuses[1]["state"] == "out_of_service", "no visit can start in safe mode"
     assert statuses[2]["state"] == "emergency" and statuses[2]["emergency"] is True
+
+
+# ---------------------------------------------------------------- the call command
+
+
+def test_call_parses_and_takes_no_argument() -> None:
+    assert parse("call") == Command("call", ())
+    with pytest.raises(CommandError, match="usage: call"):
+        parse("call now")
+
+
+def test_call_without_a_hub_is_an_error_and_the_booth_carries_on() -> None:
+    lines, stderr, code = _run_booth("call\ntouch start\n")
+    assert code == 0, stderr
+    errors = [m for m in lines if m["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["line"] == 1
+    assert "no hub credential" in str(errors[0]["error"])
+    assert "credential_file" in str(errors[0]["error"])
+    assert "notice" in _states(lines)
+
+
+def test_the_call_line_follows_a_real_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``describe_call`` on a live engine: idle, answered, then the clinician's media counted."""
+    import asyncio
+
+    import aioice.ice
+
+    from clinic.protocol import CallEvent, CallState, new_id
+    from kiosk.simulator import describe_call
+    from tests.kiosk.call.peers import booth_call, eventually
+
+    # One process, no network: the peers meet on 127.0.0.1, which aioice leaves out by itself.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+    async def main() -> None:
+        async with booth_call() as booth:
+            idle = describe_call(booth.engine, booth.speaker)
+            assert idle == {
+                "type": "call",
+                "status": "idle",
+                "call_id": None,
+                "offers": 0,
+                "failures": 0,
+                "video_frames": 0,
+                "audio_frames": 0,
+                "audio_samples": 0,
+                "remote_video": False,
+                "remote_size": None,
+                "clinician_state": {"muted": False, "camera_off": False},
+            }
+            json.dumps(idle)  # one JSON line as it is
+
+            await booth.connected()
+            await eventually(lambda: booth.engine.video_frames_received > 2, 5.0, "frames")
+            live = describe_call(booth.engine, booth.speaker)
+            assert live["status"] == "connected"
+            assert live["call_id"] == booth.hub.call_id
+            assert live["offers"] == 1
+            assert isinstance(live["video_frames"], int) and live["video_frames"] > 0
+            assert isinstance(live["audio_frames"], int) and live["audio_frames"] > 0
+            assert isinstance(live["audio_samples"], int) and live["audio_samples"] > 0
+            assert live["remote_video"] is True
+            assert live["remote_size"] == [320, 240]
+
+            booth.hub.console_says(
+                CallState(id=new_id(), call_id=booth.hub.call_id, event=CallEvent.MUTED)
+            )
+            await eventually(lambda: booth.engine.clinician_state.muted, 2.0, "muted")
+            muted = describe_call(booth.engine, None)
+            assert muted["clinician_state"] == {"muted": True, "camera_off": False}
+            assert muted["audio_samples"] is None  # a real speaker keeps no count
+
+            booth.hub.end_call()
+            await eventually(lambda: booth.engine.call_id is None, 2.0, "ended")
+            ended = describe_call(booth.engine, booth.speaker)
+            assert (ended["status"], ended["call_id"], ended["remote_video"]) == (
+                "idle",
+                None,
+                False,
+            )
+            assert ended["video_frames"] == booth.engine.video_frames_received  # kept
+
+    asyncio.run(main())

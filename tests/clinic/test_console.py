@@ -333,12 +333,16 @@ def test_a_snapshot_on_connect_and_on_every_change(db: Db, tls: Tls) -> None:
         console = await server.console()
         first = await console.recv()
         assert isinstance(first, Snapshot) and first.queue == ()
-        (registered,) = first.booths  # registered, never connected yet: listed as offline
-        assert (registered.booth_id, registered.online) == ("booth-1", False)
+        # Registered booths that never connected yet are listed, offline.
+        assert [(b.booth_id, b.online) for b in first.booths] == [
+            ("booth-1", False),
+            ("booth-2", False),
+        ]
 
         booth, _ = await server.booth()
         snap = await console.snapshot_where(lambda s: s.booths[0].online)
-        (info,) = snap.booths
+        info, other = snap.booths
+        assert not other.online
         assert (info.booth_id, info.name, info.site, info.online) == (
             "booth-1",
             "Riverside booth",

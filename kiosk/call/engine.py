@@ -186,10 +186,14 @@ class _Leg:
 
 
 def _usable(url: str, *, credentials: bool) -> bool:
-    """Whether aiortc can use ``url``: it parses, and a TURN server comes with credentials."""
+    """Whether aiortc can use ``url``: it parses, names a real port (aioice would fail
+    sending to port 99999 inside the event loop), and a TURN server comes with credentials."""
     try:
         parsed = parse_stun_turn_uri(url)
     except ValueError:
+        return False
+    port = parsed.get("port")
+    if port is not None and not 0 < int(port) <= 65535:
         return False
     return parsed["scheme"] == "stun" or (parsed["scheme"] in ("turn", "turns") and credentials)
 

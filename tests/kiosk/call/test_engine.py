@@ -397,6 +397,14 @@ def test_twin_unbounded_gathering_waits_for_the_dead_server() -> None:
         run(offer_goes_out_within_a_second, ice=(dead,), gather_timeout=None)
 
 
+def test_an_ice_server_on_an_impossible_port_is_left_out() -> None:
+    """Found by fuzzing: aioice sends to it anyway and fails inside the event loop."""
+    call = (protocol.IceServer(urls=("stun:127.0.0.1:99999",)),)
+    assert ice_servers((), call) == []
+    good = (protocol.IceServer(urls=("stun:127.0.0.1:3478",)),)
+    assert [s.urls for s in ice_servers((), good)] == [["stun:127.0.0.1:3478"]]
+
+
 def test_ice_servers_are_always_an_explicit_list_never_aiortcs_google_default() -> None:
     assert ice_servers((), ()) == []
     configured = (config.IceServer(urls=("stun:stun.example.org", "turn:turn.example.org")),)

@@ -53,27 +53,9 @@ from tests.clinic.hubtest import (
 
 async_api = pytest.importorskip("playwright.async_api")
 
+from tests.browser import DISABLED_FEATURES  # noqa: E402 - after the playwright check
+
 CHROMIUM = Path("/usr/bin/chromium")
-DISABLED_FEATURES = (
-    "AvoidUnnecessaryBeforeUnloadCheckSync",
-    "DestroyProfileOnBrowserClose",
-    "HttpsUpgrades",
-    "HttpsFirstBalancedModeAutoEnable",
-    "LensOverlay",
-    "MediaRouter",
-    "PaintHolding",
-    "ThirdPartyStoragePartitioning",
-    "AvoidCorsURLLoaderRestartOnRedirect",
-    "TcpPortRandomizationWin",
-    "OptimizationHints",
-    "NetworkTimeServiceQuerying",
-    "AimEnabled",
-    "PreconnectToSearch",
-    "msForceBrowserSignIn",
-    "msEdgeUpdateLaunchServicesPreferredVersion",
-    "WebRtcHideLocalIpsWithMdns",  # host candidates as plain IPs, not .local names
-    "Translate",
-)
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",

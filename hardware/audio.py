@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import math
 import os
 import shutil
 import struct
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
 import numpy as np
@@ -67,6 +70,13 @@ class SimulatedMicrophone:
         self._clock = clock
         self._open = False
         self._samples = 0  # samples read so far: keeps the tone's phase continuous
+        self.input: str | None = None
+        """Where a real microphone would listen (set by the audio routing): for tests."""
+        self.dead = False
+        """The simulator's ``device fail microphone``: open, but nothing but digital silence."""
+
+    def set_input(self, device: str | None) -> None:
+        self.input = device
 
     def open(self) -> None:
         self._open = True
@@ -79,7 +89,7 @@ class SimulatedMicrophone:
         return self._open
 
     def level(self) -> float:
-        if not self._open:
+        if not self._open or self.dead:
             return 0.0
         return self.level_at(float(self._clock()))  # type: ignore[operator]
 
@@ -92,7 +102,7 @@ class SimulatedMicrophone:
     def read(self, samples: int) -> bytes:
         start = self._samples
         self._samples += samples
-        if not self._open:
+        if not self._open or self.dead:
             return bytes(2 * samples)
         amplitude = 0.5 * (0.2 + 0.8 * self.level())
         n = np.arange(start, start + samples, dtype=np.float64)
@@ -152,6 +162,11 @@ class _Volume:
     def set_volume(self, level: int) -> None:
         self.volume = max(0, min(level, self.max_volume))
 
+    def set_max_volume(self, cap: int) -> None:
+        """A new cap (a headset's is lower: it is at the ear); the volume comes down to it."""
+        self.max_volume = max(0, min(cap, VOLUME_STEPS))
+        self.set_volume(self.volume)
+
     @property
     def gain(self) -> float:
         return gain(self.volume, self.max_volume)
@@ -169,6 +184,11 @@ class SimulatedSpeaker(_Volume):
         """Samples played from chunks louder than a whisper (RMS over 0.01)."""
         self.level = 0.0
         """RMS (0 to 1) of the latest chunk, after the volume."""
+        self.output: str | None = None
+        """Where a real speaker would play (set by the audio routing): for tests."""
+
+    def set_output(self, device: str | None) -> None:
+        self.output = device
 
     def open(self) -> None:
         self.is_open = True
@@ -236,6 +256,7 @@ class PipeSpeaker(_Volume):
         self._fd: int | None = None
         self._pending = b""
         self._told: set[str] = set()
+        self._lock = threading.RLock()  # the call thread plays; the booth's loop re-routes
         self.dropped = 0
         """Bytes dropped because the player could not keep up."""
 
@@ -250,6 +271,10 @@ class PipeSpeaker(_Volume):
 
     def open(self) -> None:
         """Start the player (again, if it died); quiet and logged if it cannot start."""
+        with self._lock:
+            self._open_locked()
+
+    def _open_locked(self) -> None:
         if self.playing:
             return
         self._stop()
@@ -280,7 +305,21 @@ class PipeSpeaker(_Volume):
             return
         self._proc, self._fd = proc, fd
 
+    def set_output(self, device: str | None) -> None:
+        """Play on ``device`` from now on (a headset came or went); a running player moves."""
+        with self._lock:
+            if device == self.output:
+                return
+            self.output = device
+            if self._proc is not None:
+                self._stop()
+                self._open_locked()
+
     def play(self, pcm: bytes) -> None:
+        with self._lock:
+            self._play_locked(pcm)
+
+    def _play_locked(self, pcm: bytes) -> None:
         if self._fd is None:
             return
         self._pending += apply_volume(pcm, self.gain)
@@ -301,7 +340,8 @@ class PipeSpeaker(_Volume):
 
     def close(self) -> None:
         """Stop the player at once; whatever it still buffered is not worth waiting for."""
-        self._stop()
+        with self._lock:
+            self._stop()
 
     def _stop(self) -> None:
         proc, self._proc, self._fd, self._pending = self._proc, None, None, b""
@@ -315,3 +355,346 @@ class PipeSpeaker(_Volume):
             proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=2.0)
+
+
+# ---------------------------------------------------------------- microphone
+
+WAV_HEADER_LIMIT: Final = 4096
+"""The most header a recorder may write before its samples; more is not a WAV stream we know."""
+
+
+def recorder_command(device: str | None = None, *, pipewire: bool | None = None) -> list[str]:
+    """A recorder writing the microphone to stdout: 48 kHz s16 mono, raw or in a WAV stream.
+
+    ``pw-record`` on PipeWire (``--target`` a node), else ``arecord`` (``-D`` an
+    ALSA device). Whether a header comes first or not, :class:`PipeMicrophone`
+    copes.
+    """
+    if pipewire if pipewire is not None else pipewire_running():
+        target = ["--target", device] if device else []
+        return [
+            "pw-record", "--rate", str(SAMPLE_RATE), "--channels", "1", "--format", "s16",
+            "--latency", "20ms", *target, "-",
+        ]  # fmt: skip
+    dev = ["-D", device] if device else []
+    return [
+        "arecord", "-q", "-t", "raw", "-f", "S16_LE", "-r", str(SAMPLE_RATE), "-c", "1",
+        "--buffer-time", "100000", *dev, "-",
+    ]  # fmt: skip
+
+
+def skip_wav_header(data: bytes) -> bytes | None:
+    """The samples after a WAV header at the start of ``data``; None while more is needed.
+
+    Data that does not start with ``RIFF`` is taken as raw samples already.
+    """
+    if len(data) < 4:
+        return None if b"RIFF".startswith(data) else data
+    if data[:4] != b"RIFF":
+        return data
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if chunk == b"data":
+            return data[pos + 8 :]
+        pos += 8 + size + (size & 1)
+    if len(data) > WAV_HEADER_LIMIT:
+        return b""  # not a header we understand: drop it rather than play noise
+    return None
+
+
+class PipeMicrophone:
+    """The microphone through ``pw-record`` or ``arecord``, read on a thread.
+
+    :meth:`read` never blocks: it hands out what has arrived, padded with
+    silence when the recorder is behind, and keeps at most ``max_buffered``
+    seconds (older sound is dropped: a call wants the present). The booth
+    uses the echo-cancelled source PipeWire's echo-cancel module makes
+    (:data:`EC_SOURCE`), or a headset's microphone when one is plugged in.
+    A missing or dying recorder is logged once and the microphone goes
+    silent, which the device watch then reports as a fault.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        *,
+        recorder: Sequence[str] | None = None,
+        max_buffered: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.input = device
+        self._recorder = list(recorder) if recorder is not None else None
+        self._max = int(max_buffered * SAMPLE_RATE) * 2
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._recent = b""  # the last 50 ms, for the level bar
+        self._last_data = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._open = False
+        self._told: set[str] = set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @property
+    def recording(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            _log.warning(message, *args)
+
+    def set_input(self, device: str | None) -> None:
+        """Listen on ``device`` from now on (a headset came or went)."""
+        if device == self.input:
+            return
+        self.input = device
+        if self._open:
+            self._stop()
+            self._start()
+
+    def open(self) -> None:
+        if self._open:
+            return
+        self._open = True
+        self._start()
+
+    def _start(self) -> None:
+        command = self._recorder or recorder_command(self.input)
+        if shutil.which(command[0]) is None:
+            self._once(f"missing:{command[0]}", "microphone off: %s is not installed", command[0])
+            return
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._once(f"error:{type(exc).__name__}", "microphone failed: %s", type(exc).__name__)
+            return
+        self._proc = proc
+        self._thread = threading.Thread(
+            target=self._pump, args=(proc,), name="microphone", daemon=True
+        )
+        self._thread.start()
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        head: bytes | None = b""
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            if head is not None:
+                head += chunk
+                samples = skip_wav_header(head)
+                if samples is None:
+                    continue
+                head, chunk = None, samples
+            pending += chunk
+            whole = len(pending) - len(pending) % 2
+            data, pending = pending[:whole], pending[whole:]
+            if not data:
+                continue
+            with self._lock:
+                self._buffer += data
+                excess = len(self._buffer) - self._max
+                if excess > 0:
+                    del self._buffer[: excess + excess % 2]
+                self._recent = (self._recent + data)[-int(0.05 * SAMPLE_RATE) * 2 :]
+                self._last_data = self._clock()
+        if self._open and self._proc is proc:
+            self._once("died", "microphone stopped: the recorder exited")
+
+    def read(self, samples: int) -> bytes:
+        want = 2 * samples
+        with self._lock:
+            data = bytes(self._buffer[:want])
+            del self._buffer[:want]
+        return data + bytes(want - len(data))
+
+    def level(self) -> float:
+        """How loud the last 50 ms were, 0 to 1, scaled so speech fills most of the bar."""
+        with self._lock:
+            if not self._open or self._clock() - self._last_data > 0.5:
+                return 0.0
+            recent = self._recent
+        return min(1.0, round(rms(recent) * 8.0, 3))
+
+    def close(self) -> None:
+        self._open = False
+        self._stop()
+
+    def _stop(self) -> None:
+        proc, thread, self._proc, self._thread = self._proc, self._thread, None, None
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2.0)
+        if thread is not None:
+            thread.join(timeout=2.0)
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+        with self._lock:
+            self._buffer.clear()  # no sound outlives the microphone being open
+            self._recent = b""
+
+
+# ---------------------------------------------------------------- routing
+
+EC_SINK: Final = "telehealth_ec_sink"
+"""The echo-cancelled sink PipeWire's echo-cancel module makes (``kiosk-provision install``)."""
+EC_SOURCE: Final = "telehealth_ec_source"
+"""The echo-cancelled source: the microphone with the booth's own speaker taken out."""
+
+
+@dataclass(frozen=True)
+class AudioNode:
+    """A PipeWire audio node: its name, ``Audio/Sink`` or ``Audio/Source``, its ALSA card."""
+
+    name: str
+    media_class: str
+    card: int | None = None
+
+
+def parse_pw_dump(text: str) -> list[AudioNode]:
+    """The audio sinks and sources in ``pw-dump``'s JSON; [] for anything unreadable."""
+    try:
+        objects = json.loads(text)
+    except ValueError:
+        return []
+    out: list[AudioNode] = []
+    if not isinstance(objects, list):
+        return out
+    for obj in objects:
+        if not isinstance(obj, dict) or obj.get("type") != "PipeWire:Interface:Node":
+            continue
+        info = obj.get("info")
+        props = info.get("props") if isinstance(info, dict) else None
+        if not isinstance(props, dict):
+            continue
+        name, media_class = props.get("node.name"), props.get("media.class")
+        if not isinstance(name, str) or media_class not in ("Audio/Sink", "Audio/Source"):
+            continue
+        card: int | None = None
+        for key in ("api.alsa.card", "alsa.card"):
+            value = props.get(key)
+            if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+                card = int(value)
+                break
+        out.append(AudioNode(name, str(media_class), card))
+    return out
+
+
+def pipewire_nodes(timeout: float = 3.0) -> list[AudioNode]:
+    """The running PipeWire's audio nodes (``pw-dump``); [] when it cannot be asked."""
+    if shutil.which("pw-dump") is None:
+        return []
+    try:
+        done = subprocess.run(
+            ["pw-dump"], capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    return parse_pw_dump(done.stdout.decode("utf-8", errors="replace"))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where call audio and spoken prompts go: device names, None for the system default."""
+
+    speaker: str | None
+    microphone: str | None
+    headset: bool
+    max_volume: int
+
+
+AUTO: Final = "auto"
+DEFAULT: Final = "default"
+
+
+class AudioRouter:
+    """Picks the devices for a headset plugged in (its ALSA card) or none.
+
+    Without a headset: the configured devices, where ``auto`` means PipeWire's
+    echo-cancelled sink and source when they exist (residents sit close to
+    an open speaker) and ``default`` the system's default. With a headset:
+    its own output and microphone (on PipeWire, the nodes of its card; on
+    ALSA, ``plughw:N``), echo cancellation not being needed at the ear, and
+    the lower headset volume cap.
+    """
+
+    def __init__(
+        self,
+        speaker: str = AUTO,
+        microphone: str = AUTO,
+        *,
+        max_volume: int = VOLUME_STEPS,
+        headset_max_volume: int = VOLUME_STEPS,
+        pipewire: bool | None = None,
+        nodes: Callable[[], list[AudioNode]] = pipewire_nodes,
+    ) -> None:
+        self.speaker, self.microphone = speaker, microphone
+        self.max_volume, self.headset_max_volume = max_volume, headset_max_volume
+        self._pipewire = pipewire
+        self._nodes = nodes
+
+    def route(self, headset_card: int | None) -> Route:
+        pipewire = self._pipewire if self._pipewire is not None else pipewire_running()
+        if headset_card is not None:
+            if not pipewire:
+                device = f"plughw:{headset_card}"
+                return Route(device, device, True, self.headset_max_volume)
+            nodes = self._nodes()
+            sink = _node_of(nodes, "Audio/Sink", card=headset_card)
+            source = _node_of(nodes, "Audio/Source", card=headset_card)
+            if sink is None or source is None:
+                _log.warning("headset: PipeWire has no node for its card yet; using the default")
+            return Route(sink, source, True, self.headset_max_volume)
+        nodes = self._nodes() if pipewire and AUTO in (self.speaker, self.microphone) else []
+        return Route(
+            self._pick(self.speaker, nodes, "Audio/Sink", EC_SINK, pipewire),
+            self._pick(self.microphone, nodes, "Audio/Source", EC_SOURCE, pipewire),
+            False,
+            self.max_volume,
+        )
+
+    @staticmethod
+    def _pick(
+        setting: str, nodes: list[AudioNode], media_class: str, echo_cancelled: str, pipewire: bool
+    ) -> str | None:
+        if setting == DEFAULT:
+            return None
+        if setting != AUTO:
+            return setting
+        if pipewire and _node_of(nodes, media_class, name=echo_cancelled) is not None:
+            return echo_cancelled
+        return None
+
+
+def _node_of(
+    nodes: list[AudioNode], media_class: str, *, card: int | None = None, name: str | None = None
+) -> str | None:
+    for node in nodes:
+        if node.media_class != media_class:
+            continue
+        if (card is not None and node.card == card) or (name is not None and node.name == name):
+            return node.name
+    return None

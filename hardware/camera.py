@@ -14,6 +14,7 @@ this module (or anywhere in the booth) writes an image anywhere.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from hardware.h264 import EncodedVideo
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -230,3 +233,129 @@ def make_camera(
 
     node = usb_camera_node(devices)
     return UsbCamera(node or "/dev/video0")
+
+
+# ---------------------------------------------------------------- hot-plug
+
+
+class HotplugCamera:
+    """A camera that can be unplugged and plugged back: USB cameras get knocked loose.
+
+    ``make`` finds and builds the camera (``make_camera``, or the simulator's
+    socket); :meth:`unplugged` drops the dead handle, :meth:`plugged` builds a
+    fresh one and opens it if the camera is meant to be open, so video comes
+    back without restarting the booth. Until then :meth:`latest` is None and
+    the call sends black. :meth:`plugged` may block (opening a camera asks the
+    driver); call it off the event loop.
+    """
+
+    reopen_on_plug: bool = True
+    """Drop the dead handle and build a fresh one on hot-plug; off, the camera keeps its
+    first handle as a plain camera would. Only the tests' twin turns this off."""
+
+    def __init__(self, make: Callable[[], Camera | None], initial: Camera | None) -> None:
+        self._make = make
+        self._inner = initial
+        self._want_open = False
+
+    @property
+    def present(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def encoder(self) -> EncodedVideo | None:
+        """The plugged camera's own H.264, if it has one (the simulation's encoding card)."""
+        return encoder_of(self._inner)
+
+    def open(self) -> None:
+        self._want_open = True
+        inner = self._inner
+        if inner is not None:
+            self._open(inner)
+
+    def _open(self, inner: Camera) -> None:
+        from kiosk.errors import HardwareError
+
+        try:
+            inner.open()
+        except HardwareError as exc:
+            _log.warning("%s", exc)
+
+    def latest(self) -> Frame | None:
+        inner = self._inner
+        return inner.latest() if inner is not None else None
+
+    def close(self) -> None:
+        self._want_open = False
+        if self._inner is not None:
+            self._inner.close()
+
+    def unplugged(self) -> None:
+        if not self.reopen_on_plug:
+            return
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+
+    def plugged(self) -> None:
+        if not self.reopen_on_plug:
+            return
+        self.unplugged()
+        inner = self._make()
+        if inner is not None and self._want_open:
+            self._open(inner)
+        self._inner = inner
+
+
+class CameraSocket:
+    """The simulator's USB port with a camera in it (a test card), for hot-plug and faults.
+
+    ``unplug`` kills every handle made so far, as pulling a real camera does
+    (its file descriptor is dead even after it comes back); ``plug`` lets new
+    handles work. ``freeze`` makes the camera keep giving its last picture, as
+    a wedged driver does.
+    """
+
+    def __init__(self, make: Callable[[], Camera] = TestCard) -> None:
+        self._make = make
+        self.plugged_in = True
+        self.frozen = False
+        self.generation = 0
+
+    def unplug(self) -> None:
+        self.plugged_in = False
+        self.generation += 1
+
+    def plug(self) -> None:
+        self.plugged_in = True
+
+    def camera(self) -> Camera | None:
+        """A new handle on the camera, or None when nothing is plugged in."""
+        return _SocketCamera(self, self._make()) if self.plugged_in else None
+
+
+class _SocketCamera:
+    def __init__(self, socket: CameraSocket, inner: Camera) -> None:
+        self._socket = socket
+        self._inner = inner
+        self._generation = socket.generation
+        self._last: Frame | None = None
+
+    @property
+    def encoder(self) -> EncodedVideo | None:
+        return encoder_of(self._inner)
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def latest(self) -> Frame | None:
+        s = self._socket
+        if self._generation != s.generation or not s.plugged_in:
+            return None
+        if s.frozen and self._last is not None:
+            return self._last
+        self._last = self._inner.latest()
+        return self._last

@@ -7,7 +7,7 @@ nothing a resident typed or said.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -69,16 +69,23 @@ class HardwareRestored:
 
 @dataclass(frozen=True)
 class DeviceAdded:
-    """A device of interest was plugged in."""
+    """A device of interest was plugged in.
+
+    ``card`` is a sound device's ALSA card number (``/sys/class/sound/cardN``),
+    so the audio can be routed to a headset; it is an address, not a handle,
+    and does not take part in equality: a headset is a headset.
+    """
 
     kind: DeviceKind
+    card: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class DeviceRemoved:
-    """A device of interest was unplugged."""
+    """A device of interest was unplugged (``card``: as for :class:`DeviceAdded`)."""
 
     kind: DeviceKind
+    card: int | None = field(default=None, compare=False)
 
 
 HardwareEvent = (

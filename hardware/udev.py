@@ -76,6 +76,7 @@ __all__ = [
     "MonitorLike",
     "classify",
     "present_devices",
+    "present_events",
 ]
 
 _log = logging.getLogger("hardware.udev")
@@ -170,6 +171,14 @@ def _is_sound_card(props: _Props, device_node: object) -> bool:
     return not _text(device_node)
 
 
+def _card_number(props: _Props) -> int | None:
+    """The ALSA card number from the card's DEVPATH (``.../sound/card3`` -> 3), if any."""
+    name = (props.get("DEVPATH") or "").rpartition("/")[2]
+    if _CARD_NAME.fullmatch(name) and len(name) <= 8:
+        return int(name[4:])
+    return None
+
+
 def _sound_kind(props: _Props, device_node: object) -> DeviceKind | None:
     if not _is_sound_card(props, device_node):
         return None
@@ -207,10 +216,11 @@ def _classify(
         kind = _sound_kind(props, device_node)
         if kind is None:
             return None
+        card = _card_number(props)
         if act == _REMOVE:
-            return DeviceRemoved(kind)
+            return DeviceRemoved(kind, card)
         # add or change: the card is usable only once udev has marked it so.
-        return DeviceAdded(kind) if props.get("SOUND_INITIALIZED") == "1" else None
+        return DeviceAdded(kind, card) if props.get("SOUND_INITIALIZED") == "1" else None
     if act == _CHANGE:
         return None
     if sub == "video4linux":
@@ -421,7 +431,16 @@ def present_devices(context: Any = None) -> set[DeviceKind]:
     return _present_devices(context, guarded=True)
 
 
-def _present_devices(context: Any, *, guarded: bool) -> set[DeviceKind]:
+def present_events(context: Any = None) -> list[DeviceAdded]:
+    """Devices plugged in now, each as the ``DeviceAdded`` it would have made (with its card)."""
+    found: list[DeviceAdded] = []
+    _present_devices(context, guarded=True, into=found)
+    return found
+
+
+def _present_devices(
+    context: Any, *, guarded: bool, into: list[DeviceAdded] | None = None
+) -> set[DeviceKind]:
     found: set[DeviceKind] = set()
     try:
         if context is None:
@@ -440,6 +459,8 @@ def _present_devices(context: Any, *, guarded: bool) -> set[DeviceKind]:
                     continue
                 if isinstance(event, DeviceAdded):
                     found.add(event.kind)
+                    if into is not None:
+                        into.append(event)
     except Exception as exc:
         if not guarded:
             raise

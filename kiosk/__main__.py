@@ -59,9 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(
-    args: argparse.Namespace, cfg: config.BoothConfig, credential: str | None
-) -> int:
+async def _serve(args: argparse.Namespace, cfg: config.BoothConfig, credential: str | None) -> int:
     from kiosk.app import BoothRuntime
 
     runtime = BoothRuntime(
@@ -107,7 +105,7 @@ async def _window(runtime: object, cfg: config.BoothConfig) -> None:
     on_volume = runtime.speaker.set_volume if runtime.speaker is not None else None
     app = BoothApp(
         runtime.controller,
-        speaker=Speaker(),
+        speaker=runtime.prompts or Speaker(),  # a booth's prompts follow the headset
         runtime=runtime,
         remote=runtime.call,
         on_volume=on_volume,

@@ -10,14 +10,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hardware import udev
-from hardware.audio import PipeSpeaker, SimulatedMicrophone, SimulatedSpeaker, Speaker
-from hardware.camera import Camera, TestCard, make_camera
-from hardware.events import DeviceKind, HardwareFault
+from hardware.audio import (
+    EC_SINK,
+    AudioRouter,
+    Microphone,
+    PipeMicrophone,
+    PipeSpeaker,
+    Route,
+    SimulatedMicrophone,
+    SimulatedSpeaker,
+    Speaker,
+)
+from hardware.camera import (
+    Camera,
+    CameraSocket,
+    HotplugCamera,
+    TestCard,
+    list_video_devices,
+    make_camera,
+    usb_camera_node,
+)
+from hardware.events import DeviceAdded, DeviceKind, DeviceRemoved, HardwareEvent, HardwareFault
 from hardware.gpio import BoothGpio, SimulatedWiring, make_mock_factory
+from hardware.health import DeviceWatch
+from hardware.speech import Speaker as PromptSpeaker
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk import __version__, logs
 from kiosk.call.hub_link import HubLink
@@ -34,6 +56,8 @@ from kiosk.session import Booth, initial
 
 _log = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0
+WATCH_INTERVAL = 0.5
+"""Seconds between looks at what the open camera and microphone deliver."""
 
 
 def pick_backend(config: BoothConfig, simulate: bool) -> Backend:
@@ -52,6 +76,8 @@ class Simulation:
 
     wiring: SimulatedWiring
     monitor: udev.FakeMonitor
+    camera: CameraSocket
+    microphone: SimulatedMicrophone
 
 
 class BoothRuntime:
@@ -77,6 +103,13 @@ class BoothRuntime:
         self.controller: Controller | None = None
         self.media: LocalMedia | None = None
         self.speaker: Speaker | None = None
+        self.prompts: PromptSpeaker | None = None
+        """Spoken prompts; routed with the call audio (a headset takes both)."""
+        self.router: AudioRouter | None = None
+        self.route: Route | None = None
+        self.watch: DeviceWatch | None = None
+        self._headset_card: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.link: HubLink | None = None
         self.call: ThreadedCallEngine | None = None
         """The call engine, when the booth has a hub credential (``[hub] credential_file``)."""
@@ -95,13 +128,32 @@ class BoothRuntime:
             simulate=self.simulated,
         )
         booth = initial(self.config.site.default_language)
-        devices = (
-            LocalMedia(TestCard(), SimulatedMicrophone())
-            if self.simulated
-            else LocalMedia(await self._camera(), None)
+        audio = self.config.hardware.audio
+        self.router = AudioRouter(
+            audio.speaker,
+            audio.microphone,
+            max_volume=audio.max_volume,
+            headset_max_volume=audio.headset_max_volume,
+            pipewire=False if self.simulated else None,
         )
-        self.speaker = SimulatedSpeaker() if self.simulated else PipeSpeaker()
+        microphone: Microphone
+        if self.simulated:
+            socket = CameraSocket(TestCard)
+            camera: Camera | None = HotplugCamera(socket.camera, socket.camera())
+            microphone = SimulatedMicrophone()
+            self.speaker = SimulatedSpeaker(audio.volume, max_volume=audio.max_volume)
+        else:
+            socket = None
+            camera = await self._camera()
+            microphone = PipeMicrophone()
+            self.speaker = PipeSpeaker(volume=audio.volume, max_volume=audio.max_volume)
+            self.prompts = PromptSpeaker()
+        devices = LocalMedia(camera, microphone)
         controller = Controller(self.config, _LateOutputs(self), booth=booth, devices=devices)
+        if camera is None or (isinstance(camera, HotplugCamera) and not camera.present):
+            controller.booth = replace(
+                controller.booth, missing=controller.booth.missing | {DeviceKind.CAMERA}
+            )
         self.media = devices
         self.controller = controller
         if self.credential is not None:
@@ -116,16 +168,21 @@ class BoothRuntime:
         self.gpio.start()
 
         if self.simulated:
-            assert factory is not None
+            assert factory is not None and socket is not None
+            assert isinstance(microphone, SimulatedMicrophone)
             monitor = udev.FakeMonitor()
-            self.simulation = Simulation(SimulatedWiring(factory, self.config.hardware), monitor)
-            self.watcher = udev.HotplugWatcher(monitor, controller.post, loop)
+            wiring = SimulatedWiring(factory, self.config.hardware)
+            self.simulation = Simulation(wiring, monitor, socket, microphone)
+            self.watcher = udev.HotplugWatcher(monitor, self._on_device_event, loop)
         else:
             self._seed_devices(controller)
             try:
-                self.watcher = udev.HotplugWatcher.for_system(controller.post, loop)
+                self.watcher = udev.HotplugWatcher.for_system(self._on_device_event, loop)
             except HardwareError as exc:
                 _log.warning("%s", exc)
+        await self._apply_route()
+        self.watch = DeviceWatch(devices.preview, devices.level)
+        self._spawn(self._watch_devices())
         if self.watcher is not None:
             self.watcher.start()
 
@@ -144,11 +201,91 @@ class BoothRuntime:
         return controller
 
     async def _camera(self) -> Camera | None:
-        """The configured camera (``[hardware] camera``); asking libcamera takes a while."""
-        camera = await asyncio.to_thread(make_camera, self.config.hardware.camera.value)
+        """The configured camera (``[hardware] camera``); asking libcamera takes a while.
+
+        A USB camera (or none yet, under ``auto``) is wrapped for hot-plug: one
+        knocked loose and plugged back gives video again without a restart. A
+        Pi camera on its ribbon cable cannot be hot-plugged.
+        """
+        choice = self.config.hardware.camera.value
+        camera = await asyncio.to_thread(make_camera, choice)
         if camera is None:
-            logs.log_event("camera_missing", choice=self.config.hardware.camera.value)
+            logs.log_event("camera_missing", choice=choice)
+        if choice in ("usb", "auto") and (camera is None or type(camera).__name__ == "UsbCamera"):
+            return HotplugCamera(_usb_camera, camera)
         return camera
+
+    # ------------------------------------------------------------ hot-plug and routing
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_device_event(self, event: HardwareEvent) -> None:
+        """udev news: the camera is rebuilt and the audio re-routed before the visit hears of it."""
+        controller = self.controller
+        assert controller is not None
+        camera = self.media.camera if self.media is not None else None
+        if isinstance(event, DeviceAdded | DeviceRemoved):
+            added = isinstance(event, DeviceAdded)
+            if event.kind is DeviceKind.HEADSET:
+                if added:
+                    self._headset_card = event.card if event.card is not None else -1
+                elif event.card is None or event.card == self._headset_card:
+                    self._headset_card = None
+                self._spawn(self._apply_route())
+            elif event.kind is DeviceKind.CAMERA and isinstance(camera, HotplugCamera):
+                if isinstance(event, DeviceAdded):
+                    self._spawn(self._replug(camera, event))
+                    return
+                camera.unplugged()
+        controller.post(event)
+
+    async def _replug(self, camera: HotplugCamera, event: DeviceAdded) -> None:
+        await asyncio.to_thread(camera.plugged)
+        if self.controller is not None:
+            self.controller.post(event)
+
+    async def _apply_route(self) -> None:
+        """Send call audio and prompts where they belong now: a headset, else the booth's own."""
+        if self.router is None:
+            return
+        card = self._headset_card
+        # -1: a headset udev gave no card number; its route is the default devices.
+        route = await asyncio.to_thread(
+            self.router.route, card if card is None or card >= 0 else None
+        )
+        if card is not None:
+            route = replace(route, headset=True, max_volume=self.router.headset_max_volume)
+        self.route = route
+        speaker, microphone = self.speaker, self.media.microphone if self.media else None
+        if isinstance(speaker, PipeSpeaker | SimulatedSpeaker):
+            speaker.set_output(route.speaker)
+            speaker.set_max_volume(route.max_volume)
+        if microphone is not None and hasattr(microphone, "set_input"):
+            microphone.set_input(route.microphone)
+        if self.prompts is not None:
+            self.prompts.output = route.speaker
+        logs.log_event(
+            "audio_routed", headset=route.headset, echo_cancelled=route.speaker == EC_SINK
+        )
+
+    async def _watch_devices(self) -> None:
+        """Look at what the open camera and microphone deliver; report one that gives nothing."""
+        loop = asyncio.get_running_loop()
+        while not self._stopped.is_set():
+            await asyncio.sleep(WATCH_INTERVAL)
+            media, controller, watch = self.media, self.controller, self.watch
+            if media is None or controller is None or watch is None:
+                continue
+            booth = controller.booth
+            for event in watch.check(
+                loop.time(),
+                camera_open=media.camera_on and DeviceKind.CAMERA not in booth.missing,
+                microphone_open=media.microphone_on,
+            ):
+                controller.post(event)
 
     def _connect_hub(self, controller: Controller, devices: LocalMedia, credential: str) -> None:
         """The hub link and the call engine: the staff-alert and call ports of the controller."""
@@ -193,8 +330,10 @@ class BoothRuntime:
         udev never reports a Pi (CSI) camera or an onboard speaker as such, so
         absence at start proves nothing; only a removal event marks a device gone.
         """
-        if DeviceKind.HEADSET in udev.present_devices():
-            controller.booth = replace(controller.booth, headset=True)
+        for event in udev.present_events():
+            if event.kind is DeviceKind.HEADSET:
+                controller.booth = replace(controller.booth, headset=True)
+                self._headset_card = event.card if event.card is not None else -1
 
     def _on_state(self, before: Booth, after: Booth) -> None:
         if after.state is not before.state:
@@ -232,8 +371,16 @@ class BoothRuntime:
             await self.call.close()
         if self.link is not None:
             await self.link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         if self.speaker is not None:
             self.speaker.close()
+        if self.prompts is not None:
+            await self.prompts.stop()
+        if self.media is not None:
+            await self.media.close()
         if self.watcher is not None:
             self.watcher.stop()
         if self.simulation is not None:
@@ -255,3 +402,11 @@ class _LateOutputs:
     def set_alarm(self, on: bool) -> None:
         if self._runtime.gpio is not None:
             self._runtime.gpio.set_alarm(on)
+
+
+def _usb_camera() -> Camera | None:
+    """The USB camera plugged in now, if any (a fresh handle for hot-plug)."""
+    from hardware.v4l2 import UsbCamera
+
+    node = usb_camera_node(list_video_devices())
+    return UsbCamera(node) if node is not None else None

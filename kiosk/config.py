@@ -130,6 +130,22 @@ class Contacts:
 
 
 @dataclass(frozen=True)
+class Audio:
+    """``[hardware.audio]``: where call audio and prompts go, and how loud they may get.
+
+    ``speaker`` and ``microphone``: ``auto`` (PipeWire's echo-cancelled sink
+    and source when the install made them, else the default), ``default``, or
+    a PipeWire node name or ALSA device. A headset plugged in takes over both.
+    """
+
+    speaker: str = "auto"
+    microphone: str = "auto"
+    volume: int = 6
+    max_volume: int = 10
+    headset_max_volume: int = 7
+
+
+@dataclass(frozen=True)
 class Hardware:
     backend: Backend
     pins: Pins
@@ -137,6 +153,7 @@ class Hardware:
     emergency_hold_seconds: float = 1.0
     wiring_fault_seconds: float = 3.0
     camera: CameraChoice = CameraChoice.AUTO
+    audio: Audio = field(default_factory=Audio)
 
 
 @dataclass(frozen=True)
@@ -664,6 +681,29 @@ def _contacts(s: _Section) -> Contacts:
     return out
 
 
+_AUDIO_DEVICE = r"[A-Za-z0-9_.:,=-]{1,120}"
+
+
+def _audio(s: _Section) -> Audio:
+    d = Audio()
+    device = text(120, _AUDIO_DEVICE, ' ("auto", "default", a PipeWire node or an ALSA device)')
+    step = whole_number(0, 10, "volume steps")
+    out = Audio(
+        speaker=s.get("speaker", device, d.speaker),
+        microphone=s.get("microphone", device, d.microphone),
+        volume=s.get("volume", step, d.volume),
+        max_volume=s.get("max_volume", step, d.max_volume),
+        headset_max_volume=s.get("headset_max_volume", step, d.headset_max_volume),
+    )
+    s.done()
+    if out.volume > out.max_volume:
+        s.problems.append(
+            f"{s.key('volume')}: {out.volume} is above {s.key('max_volume')} = {out.max_volume}; "
+            "lower the volume or raise the cap"
+        )
+    return out
+
+
 def _hardware(s: _Section) -> Hardware:
     backend = s.get("backend", choice(Backend), Backend.PI)
     pins = _pins(s.table("pins"))
@@ -671,6 +711,7 @@ def _hardware(s: _Section) -> Hardware:
     hold = s.get("emergency_hold_seconds", number(0.5, 5.0), 1.0)
     fault = s.get("wiring_fault_seconds", number(0.5, 10.0), 3.0)
     camera = s.get("camera", choice(CameraChoice), CameraChoice.AUTO)
+    audio = _audio(s.table("audio"))
     s.done()
     if pins.door_supervision is not None and contacts.door is not Contact.NC:
         s.problems.append(
@@ -686,7 +727,7 @@ def _hardware(s: _Section) -> Hardware:
             f'button contact; set {s.key("contacts")}.emergency_button = "nc" '
             "or remove the supervision pin"
         )
-    return Hardware(backend, pins, contacts, hold, fault, camera)
+    return Hardware(backend, pins, contacts, hold, fault, camera, audio)
 
 
 def _timeouts(s: _Section) -> Timeouts:
@@ -981,8 +1022,7 @@ def read_credential(hub: Hub) -> str | None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise fail(
-            "no such file; write the credential `clinic-hub add-booth` printed into it "
-            "(chmod 600)"
+            "no such file; write the credential `clinic-hub add-booth` printed into it (chmod 600)"
         ) from None
     except IsADirectoryError:
         raise fail("is a folder; give the path of the credential file") from None

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hardware.events import DeviceAdded, DeviceRemoved, HardwareFault, HardwareRestored
 from kiosk import logs
 from kiosk.config import BoothConfig
 from kiosk.session import (
@@ -265,6 +266,7 @@ class Controller:
         ):
             logs.log_event("command_rejected", reason="bad_argument")
             return  # only the site's languages can be chosen
+        _log_hardware(event)
         before = self.booth
         after, effects = step(before, event)
         self.booth = after
@@ -420,3 +422,16 @@ class Controller:
     @property
     def armed_timers(self) -> frozenset[Timer]:
         return frozenset(self._timers)
+
+
+def _log_hardware(event: Event) -> None:
+    """Hardware news goes to the log by device and fixed reason word; nothing else is in them."""
+    match event:
+        case HardwareFault(device=device, reason=reason):
+            logs.log_event("hardware_fault", device=device, reason=reason)
+        case HardwareRestored(device=device):
+            logs.log_event("hardware_restored", device=device)
+        case DeviceAdded(kind=kind):
+            logs.log_event("device_added", kind=kind.value)
+        case DeviceRemoved(kind=kind):
+            logs.log_event("device_removed", kind=kind.value)

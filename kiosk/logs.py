@@ -109,6 +109,9 @@ FAULT_REASONS: Final = _values(WiringFault) | {
     "not_responding",
     "error",
     "safe_mode",
+    "frozen",
+    "no_frames",
+    "silent",
 }
 COMMAND_REJECTIONS: Final = frozenset({"unknown_command", "bad_argument", "too_long"})
 WATCHDOG_WITHHELD: Final = frozenset({"unhealthy", "check_failed"})
@@ -130,6 +133,7 @@ _EVENTS: dict[str, EventSpec] = {
     "network": EventSpec({"up": Kind.BOOL}),
     "hub_not_configured": EventSpec({}, _W),
     "camera_missing": EventSpec({"choice": Kind.WORD}, _W),
+    "audio_routed": EventSpec({"headset": Kind.BOOL, "echo_cancelled": Kind.BOOL}),
     "emergency_raised": EventSpec({}, _W),
     "emergency_cleared": EventSpec({}, _W),
     "watchdog_late": EventSpec({"lag_ms": Kind.INT}, _W),

@@ -411,20 +411,32 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
                 ),
                 spoken=t.spoken(d2.problem_spoken),
             )
+        # A device the watch found delivering nothing is said plainly, and the
+        # way forward offered first: sound only for a camera, help for a microphone.
+        lines = [t(x) for x in d2.body]
+        said = [t.spoken(d2.spoken)]
+        ok = _act(t, d2.devices_ok, Intent.DEVICES_OK)
+        if not booth.camera_usable:
+            lines[0] = t(d2.camera_fault)
+            said = [t.spoken(d2.camera_fault_spoken)]
+            ok = _act(t, d2.audio_only, Intent.AUDIO_ONLY)
+        if not booth.microphone_usable:
+            lines[1] = t(d2.microphone_fault)
+            said.append(t.spoken(d2.microphone_fault_spoken))
         return replace(
             v,
             layout=Layout.DEVICE_CHECK,
             title=t(d2.title),
-            body=tuple(t(x) for x in d2.body),
-            self_view=True,
+            body=tuple(lines),
+            self_view=booth.camera_usable,
             level_meter=True,
             actions=(
                 _local(t, d2.play_sound, Local.PLAY_SOUND),
-                _act(t, d2.devices_ok, Intent.DEVICES_OK),
+                ok,
                 _local(t, d2.problem, Local.PROBLEM),
                 _act(t, d2.cancel, Intent.CANCEL, Style.SECONDARY),
             ),
-            spoken=t.spoken(d2.spoken),
+            spoken=" ".join(said),
         )
     if s is State.WAITING:
         w = texts.WAITING

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Final
 
 from hardware.events import (
     DeviceAdded,
@@ -239,6 +240,7 @@ class Booth:
     network_up: bool = True
     faults: frozenset[str] = frozenset()
     missing: frozenset[DeviceKind] = frozenset()
+    broken: frozenset[DeviceKind] = frozenset()  # present, but delivering nothing (frozen, silent)
     idle_warning: bool = False
     audio_only: bool = False
     muted: bool = False
@@ -253,6 +255,15 @@ class Booth:
         ):
             return self.resume or State.ATTRACT
         return self.state
+
+    @property
+    def camera_usable(self) -> bool:
+        return DeviceKind.CAMERA not in self.missing | self.broken
+
+    @property
+    def microphone_usable(self) -> bool:
+        """A headset's own microphone counts: it takes over from the booth's."""
+        return self.headset or DeviceKind.MICROPHONE not in self.missing | self.broken
 
     @property
     def call_live(self) -> bool:
@@ -454,7 +465,7 @@ def _mute(muted: bool) -> Handler:
 
 def _camera(on: bool) -> Handler:
     def handler(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
-        if b.audio_only != on or (on and DeviceKind.CAMERA in b.missing):
+        if b.audio_only != on or (on and not b.camera_usable):
             return b, []  # already so, or no camera to turn back on
         return replace(b, audio_only=not on), [_fx(Do.CAMERA_ON if on else Do.CAMERA_OFF)]
 
@@ -691,21 +702,48 @@ def _on_device(b: Booth, kind: DeviceKind, present: bool) -> tuple[Booth, list[E
     missing = b.missing - {kind} if present else b.missing | {kind}
     if missing == b.missing:
         return b, []
-    b = replace(b, missing=missing)
+    after = replace(b, missing=missing)
+    if not present:
+        after = replace(after, broken=after.broken - {kind})  # a new one is judged afresh
+    after, fx = _camera_changed(b, after)
+    return _availability(after, fx)
+
+
+def _camera_changed(before: Booth, b: Booth) -> tuple[Booth, list[Effect]]:
+    """In a call, a camera lost (unplugged, frozen) means audio only until it is back."""
+    if before.camera_usable == b.camera_usable or not b.call_live:
+        return b, []
     fx: list[Effect] = []
-    if kind is DeviceKind.CAMERA and b.call_live:
-        if not present:
-            fx.append(_fx(Do.CAMERA_OFF))
-            b = replace(b, message=Message.CAMERA_LOST)
-        else:
-            if not b.audio_only:
-                fx.append(_fx(Do.CAMERA_ON))
-            if b.message is Message.CAMERA_LOST:
-                b = replace(b, message=None)
-    return _availability(b, fx)
+    if not b.camera_usable:
+        fx.append(_fx(Do.CAMERA_OFF))
+        b = replace(b, message=Message.CAMERA_LOST)
+    else:
+        if not b.audio_only:
+            fx.append(_fx(Do.CAMERA_ON))
+        if b.message is Message.CAMERA_LOST:
+            b = replace(b, message=None)
+    return b, fx
+
+
+DELIVERING_DEVICES: Final = {"camera": DeviceKind.CAMERA, "microphone": DeviceKind.MICROPHONE}
+"""Fault names of devices that can be present but deliver nothing (see hardware.health)."""
+
+
+def _on_broken(b: Booth, kind: DeviceKind, failed: bool) -> tuple[Booth, list[Effect]]:
+    """A camera or microphone delivering nothing: shown at the device check, never out of service.
+
+    Such a fault can only be seen while the device is open, in a visit; taking
+    the booth out of service for it would leave nothing to notice the repair.
+    """
+    broken = b.broken | {kind} if failed else b.broken - {kind}
+    if broken == b.broken:
+        return b, []
+    return _camera_changed(b, replace(b, broken=broken))
 
 
 def _on_fault(b: Booth, device: str, failed: bool) -> tuple[Booth, list[Effect]]:
+    if device in DELIVERING_DEVICES:
+        return _on_broken(b, DELIVERING_DEVICES[device], failed)
     faults = b.faults | {device} if failed else b.faults - {device}
     if faults == b.faults:
         return b, []

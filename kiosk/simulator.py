@@ -40,6 +40,7 @@ from kiosk.session import (
 MAX_LINE = 200
 MAX_WAIT = 3600.0
 WIRED_ROLES = ("door", "emergency_button")
+FAILING_DEVICES = ("camera", "microphone")
 
 HELP: dict[str, str] = {
     "door": "door open | door close",
@@ -47,7 +48,9 @@ HELP: dict[str, str] = {
     "touch": "touch INTENT [VALUE]   intents: " + ", ".join(i.value for i in Intent),
     "net": "net down | net up",
     "device": "device add KIND | device remove KIND   kinds: "
-    + ", ".join(k.value for k in DeviceKind),
+    + ", ".join(k.value for k in DeviceKind)
+    + "   |   device fail camera|microphone | device fix camera|microphone "
+    "(frozen picture, digital silence)",
     "wire": "wire cut ROLE | wire short ROLE | wire repair ROLE   roles: " + ", ".join(WIRED_ROLES),
     "hub": "hub answer | hub end | hub refuse   (the clinic hub's side of a visit)",
     "staff": "staff clear   (staff cleared the emergency)",
@@ -123,8 +126,11 @@ def parse(line: str) -> Command | None:
         case "net":
             _one_of(a[0], ("down", "up"), "net")
         case "device":
-            _one_of(a[0], ("add", "remove"), "device")
-            _one_of(a[1].lower(), tuple(k.value for k in DeviceKind), "device kind")
+            _one_of(a[0], ("add", "remove", "fail", "fix"), "device")
+            if a[0] in ("fail", "fix"):
+                _one_of(a[1].lower(), FAILING_DEVICES, "device that can fail")
+            else:
+                _one_of(a[1].lower(), tuple(k.value for k in DeviceKind), "device kind")
             a = (a[0], a[1].lower())
         case "wire":
             _one_of(a[0], ("cut", "short", "repair"), "wire")
@@ -174,6 +180,33 @@ class Simulator:
         self.number = 0
         """The number of the line being carried out (for ``error`` lines)."""
 
+    def _audio(self) -> dict[str, object] | None:
+        """Where the call audio and prompts go now (a headset takes them)."""
+        route = self.runtime.route
+        if route is None:
+            return None
+        speaker = self.runtime.speaker
+        return {
+            "speaker": route.speaker,
+            "microphone": route.microphone,
+            "headset": route.headset,
+            "max_volume": route.max_volume,
+            "volume": speaker.volume if isinstance(speaker, SimulatedSpeaker) else None,
+        }
+
+    def _device(self, action: str, kind: str) -> None:
+        """Hot-plug through udev, the camera's USB socket included; or a device that fails."""
+        sim = self.sim
+        if action in {"fail", "fix"}:
+            if kind == "camera":
+                sim.camera.frozen = action == "fail"
+            else:
+                sim.microphone.dead = action == "fail"
+            return
+        if kind == DeviceKind.CAMERA.value:
+            sim.camera.unplug() if action == "remove" else sim.camera.plug()
+        sim.monitor.trigger_kind(action, DeviceKind(kind))
+
     async def execute(self, cmd: Command) -> bool:
         """Carry out one command; False means quit."""
         c, w, a = self.controller, self.sim.wiring, cmd.args
@@ -195,13 +228,13 @@ class Simulator:
         elif cmd.verb == "touch":
             c.post(Touch(Intent(a[0]), a[1] if len(a) > 1 else ""))
         elif cmd.verb == "device":
-            self.sim.monitor.trigger_kind(a[0], DeviceKind(a[1]))
+            self._device(a[0], a[1])
         elif cmd.verb == "wire":
             {"cut": w.cut, "short": w.short, "repair": w.repair}[a[0]](a[1])
         elif cmd.verb == "technician":
             c.post(TechnicianUnlocked())
         elif cmd.verb == "state":
-            self.printer.emit(_describe(c.booth))
+            self.printer.emit({**_describe(c.booth), "audio": self._audio()})
         elif cmd.verb == "call":
             if self.runtime.call is None:
                 self.printer.emit(
@@ -234,6 +267,8 @@ def _describe(b: Booth) -> dict[str, object]:
         "network_up": b.network_up,
         "faults": sorted(b.faults),
         "missing": sorted(k.value for k in b.missing),
+        "broken": sorted(k.value for k in b.broken),
+        "headset": b.headset,
         "message": b.message.value if b.message else None,
     }
 

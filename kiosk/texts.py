@@ -192,6 +192,10 @@ class DeviceCheckText(ScreenText):
     audio_only: str
     try_again: str
     cancel: str
+    camera_fault: str
+    camera_fault_spoken: str
+    microphone_fault: str
+    microphone_fault_spoken: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -374,6 +378,19 @@ DEVICE_CHECK: Final = DeviceCheckText(
     audio_only=N_("Continue with audio only"),
     try_again=N_("Try again"),
     cancel=COMMON.cancel,
+    camera_fault=N_("The camera is not working. You can still have your visit with sound only."),
+    camera_fault_spoken=N_(
+        "The camera is not working. You can still have your visit with sound only. "
+        "Touch Continue with audio only."
+    ),
+    microphone_fault=N_(
+        "The microphone is not picking up any sound. Please ask {staff} for help, "
+        "or plug in a headset."
+    ),
+    microphone_fault_spoken=N_(
+        "The microphone is not picking up any sound. Please ask {staff} for help, "
+        "or plug in a headset."
+    ),
     spoken=N_(
         "Let's check your camera and sound. Can you see yourself on the screen? "
         "Say something and watch the bar move. Then touch I can see and hear."

@@ -141,6 +141,56 @@ def test_the_door_pause_reaches_the_clinician_within_a_second(stack: Stack) -> N
     stack.end_from_booth(opened)
 
 
+def test_a_camera_knocked_loose_mid_call_goes_audio_only_and_video_returns_when_replugged(
+    stack: Stack,
+) -> None:
+    """Unplugged: the call carries on with sound, the resident is told; plugged back: video
+    within 5 s, without restarting the booth (a fresh camera handle; the old one is dead)."""
+    booth, console = stack.booth, stack.console
+    stack.start_call()
+    stack.media_both_ways()
+    _until(lambda: (console.brightness() or 0) > BRIGHT, 10, "a picture before the unplug")
+
+    pulled = booth.send("device remove camera")
+    booth.wait_effect("camera_off", since=pulled)
+    assert booth.status()["message"] == "camera_lost"
+    assert booth.status()["missing"] == ["camera"]
+    _until(lambda: (console.brightness() or 255) < DARK, 5, "black video once the camera is gone")
+    _until(lambda: (console.audio_level() or 0) > SILENT, 5, "the resident still heard")
+    assert console.value("t.state") == "in_call"
+
+    plugged = booth.send("device add camera")
+    took = _until(lambda: (console.brightness() or 0) > BRIGHT, 5, "video back after the replug")
+    booth.wait_effect("camera_on", since=plugged)
+    status = booth.status()
+    assert (status["state"], status["message"], status["missing"]) == ("in_call", None, [])
+    assert booth.process.poll() is None
+    print(f"video back on the console {took:.2f} s after the camera was plugged in again")
+    stack.end_from_booth(pulled)
+
+
+def test_a_frozen_camera_mid_call_is_reported_and_the_call_goes_on_with_sound(
+    stack: Stack,
+) -> None:
+    booth, console = stack.booth, stack.console
+    stack.start_call()
+    stack.media_both_ways()
+    _until(lambda: (console.brightness() or 0) > BRIGHT, 10, "a picture before the freeze")
+
+    frozen = booth.send("device fail camera")
+    booth.wait_effect("camera_off", since=frozen, timeout=6)  # FROZEN_AFTER is 3 s
+    status = booth.status()
+    assert (status["broken"], status["message"]) == (["camera"], "camera_lost"), status
+    _until(lambda: (console.brightness() or 255) < DARK, 5, "black instead of a frozen picture")
+    assert "hardware_fault device=camera reason=frozen" in booth.log_text()
+
+    fixed = booth.send("device fix camera")
+    booth.wait_effect("camera_on", since=fixed, timeout=3)
+    _until(lambda: (console.brightness() or 0) > BRIGHT, 5, "video back once the camera moves")
+    assert booth.status()["broken"] == []
+    stack.end_from_booth(frozen)
+
+
 def test_an_emergency_in_a_call_alerts_the_console_and_its_acknowledgement_reaches_the_booth(
     stack: Stack,
 ) -> None:

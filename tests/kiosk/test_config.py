@@ -167,6 +167,7 @@ def test_booth_example_documents_every_key() -> None:
         "hardware": Hardware,
         "pins": Pins,
         "contacts": Contacts,
+        "audio": config.Audio,
         "timeouts": Timeouts,
         "emergency": Emergency,
         "updates": Updates,
@@ -174,13 +175,14 @@ def test_booth_example_documents_every_key() -> None:
         "technician": Technician,
     }
     keys = {f.name for cls in sections.values() for f in dataclasses.fields(cls)}
-    keys -= {"pins", "contacts"}  # tables, checked by their own headers
+    keys -= {"pins", "contacts", "audio"}  # tables, checked by their own headers
     missing = [k for k in sorted(keys) if not re.search(rf"(?m)^\s*#?\s*{k}\s*=", text)]
     assert missing == []
     headers = ("[booth]", "[site]", "[hub]", "[[ice_servers]]", "[hardware]", "[display]")
     for header in (*headers, "[technician]"):
         assert header in text
     assert "[hardware.pins]" in text and "[hardware.contacts]" in text
+    assert "[hardware.audio]" in text
     assert re.search(r"(?m)^# door_supervision = \d+", text), "supervision pins commented out"
 
 

@@ -93,6 +93,9 @@ EVENTS: list[Event] = [
     HardwareFault("door", "cut"),
     HardwareFault("emergency_button", "short"),
     HardwareRestored("door"),
+    HardwareFault("camera", "frozen"),
+    HardwareRestored("camera"),
+    HardwareFault("microphone", "silent"),
     DeviceRemoved(DeviceKind.CAMERA),
     DeviceAdded(DeviceKind.CAMERA),
     DeviceRemoved(DeviceKind.MICROPHONE),
@@ -106,7 +109,7 @@ def _name(event: Event) -> str:
         return f"touch {event.intent.value}"
     if isinstance(event, Timeout):
         return f"timeout {event.timer.value}"
-    fields = ",".join(str(v) for v in vars(event).values())
+    fields = ",".join(str(v) for v in vars(event).values() if v is not None)
     return type(event).__name__ + (f"({fields})" if fields else "")
 
 

@@ -747,7 +747,7 @@ def create_app(
     ``call_grace`` is how long a call waits for its booth's link to come
     back (:data:`CALL_GRACE`; tests pass a fraction of a second).
     """
-    from clinic import console
+    from clinic import console, enroll
 
     if not call_grace > 0:
         raise ValueError(f"call_grace must be a number of seconds above 0, not {call_grace!r}")
@@ -760,6 +760,7 @@ def create_app(
     app[HUB_KEY] = hub
     app.router.add_get("/booth", booth_socket)
     console.add_routes(app)
+    enroll.add_routes(app)
 
     async def on_shutdown(app: web.Application) -> None:
         await hub.close()

@@ -38,7 +38,8 @@ guessed at.
     │   └── SchemaTooNewError   written by a newer hub
     ├── InvalidValueError  an argument breaks its rule (the message states the rule)
     ├── DuplicateError     that username, booth id or live appointment code exists
-    └── NotFoundError      no such clinician, booth or alert
+    ├── NotFoundError      no such clinician, booth or alert
+    └── EnrollmentRefusedError  a wrong, expired or used enrollment code (``reason`` says which)
 
 Errors from :mod:`sqlite3` are wrapped at this boundary; an ``IntegrityError``
 that escapes is a bug here, not bad input.
@@ -88,6 +89,14 @@ class NotFoundError(StoreError):
     """No clinician, booth or alert by that name."""
 
 
+class EnrollmentRefusedError(StoreError):
+    """An enrollment code that cannot enroll a booth; ``reason``: one of :data:`ENROLL_REFUSALS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 # --------------------------------------------------------------- settings
 
 SCRYPT_SALT_BYTES: Final = 16
@@ -120,6 +129,8 @@ CODE_MAX_DELAY: Final = 900.0
 
 ENROLLMENT_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 ENROLLMENT_CHARS: Final = 12  # 60 bits, typed by a technician as XXXX-XXXX-XXXX
+ED25519_KEY_BYTES: Final = 32
+ENROLL_REFUSALS: Final = ("wrong_code", "expired_code", "used_code")
 
 _USERNAME = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{USERNAME_MAX_CHARS - 1}}}")
 _BOOTH_ID = re.compile(rf"[a-z0-9][a-z0-9-]{{0,{BOOTH_ID_MAX_CHARS - 1}}}")
@@ -234,6 +245,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         CHECK ((acked_by IS NULL) = (acked_at IS NULL))
     ) STRICT;
     CREATE INDEX alerts_unacked ON alerts(received_at) WHERE acked_at IS NULL;
+    """,
+    # 3: booths that enrolled themselves (kiosk-provision enroll) with a key of their own.
+    """
+    CREATE TABLE booth_keys (
+        booth_id    TEXT PRIMARY KEY REFERENCES booths(booth_id) ON DELETE CASCADE,
+        public_key  BLOB NOT NULL,       -- the booth's Ed25519 public key, 32 raw bytes
+        enrolled_at REAL NOT NULL
+    ) STRICT;
+    CREATE TABLE used_enrollment_codes (
+        code_hash  BLOB PRIMARY KEY,     -- as in enrollment_codes, so a reuse can be named
+        booth_id   TEXT NOT NULL,
+        expires_at REAL NOT NULL         -- forgotten by purge_expired after this
+    ) STRICT;
     """,
 )
 """Each script upgrades the schema by one version; never edit one that has shipped.
@@ -829,6 +853,74 @@ class Store:
             ).fetchone()
         return row is not None and row[0] > now
 
+    def enroll_booth(
+        self,
+        code: str,
+        booth_id: str,
+        *,
+        name: str,
+        site: str,
+        address: str,
+        room: str,
+        public_key: bytes,
+        now: float,
+    ) -> str:
+        """Use up a live enrollment code to register a booth with its public key; its credential.
+
+        One transaction: the code is spent only if the booth is added. A
+        booth id already taken raises :class:`DuplicateError` and leaves the
+        code live, but only after the code was found good, so a stranger
+        without a code learns nothing about which booth ids exist.
+        """
+        _check(booth_id_problem(booth_id))
+        for what, value in (
+            ("the booth's name", name),
+            ("the site name", site),
+            ("the street address", address),
+            ("the room", room),
+        ):
+            _check(_text_problem(what, value))
+        if not isinstance(public_key, bytes) or len(public_key) != ED25519_KEY_BYTES:
+            raise InvalidValueError(f"a booth's public key must be {ED25519_KEY_BYTES} bytes")
+        code_hash = _sha256(_normalise_enrollment_code(code))
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        with self._write() as db:
+            row = db.execute(
+                "SELECT expires_at FROM enrollment_codes WHERE code_hash = ?", (code_hash,)
+            ).fetchone()
+            if row is None:
+                used = _exists_blob(db, "used_enrollment_codes", code_hash)
+                raise EnrollmentRefusedError(
+                    "used_code" if used else "wrong_code",
+                    "that enrollment code was used already"
+                    if used
+                    else "there is no such enrollment code",
+                )
+            if row[0] <= now:
+                raise EnrollmentRefusedError("expired_code", "that enrollment code has expired")
+            if _exists(db, "booths", "booth_id", booth_id):
+                raise DuplicateError(
+                    f'there is already a booth "{booth_id}"; choose another booth id'
+                )
+            db.execute("DELETE FROM enrollment_codes WHERE code_hash = ?", (code_hash,))
+            db.execute(
+                "INSERT INTO used_enrollment_codes VALUES (?, ?, ?)", (code_hash, booth_id, row[0])
+            )
+            db.execute(
+                "INSERT INTO booths VALUES (?, ?, ?, ?, ?, ?)",
+                (booth_id, name, site, address, room, _sha256(token)),
+            )
+            db.execute("INSERT INTO booth_keys VALUES (?, ?, ?)", (booth_id, public_key, now))
+        return token
+
+    def booth_public_key(self, booth_id: str) -> bytes | None:
+        """The Ed25519 public key a booth enrolled with, or None (added by hand, or unknown)."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT public_key FROM booth_keys WHERE booth_id = ?", (booth_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
     # -------------------------------------------------- appointments
 
     def _code_hmac(self, code: str) -> bytes:
@@ -990,6 +1082,9 @@ class Store:
             ).rowcount
             gone += db.execute("DELETE FROM appointments WHERE expires_at <= ?", (now,)).rowcount
             gone += db.execute(
+                "DELETE FROM used_enrollment_codes WHERE expires_at <= ?", (now,)
+            ).rowcount
+            gone += db.execute(
                 "DELETE FROM code_attempts WHERE updated_at + misses * ? <= ? "
                 "AND blocked_until <= ?",
                 (CODE_FORGIVE_SECONDS, now, now),
@@ -999,4 +1094,9 @@ class Store:
 
 def _exists(db: sqlite3.Connection, table: str, column: str, value: str) -> bool:
     row = db.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (value,)).fetchone()
+    return row is not None
+
+
+def _exists_blob(db: sqlite3.Connection, table: str, code_hash: bytes) -> bool:
+    row = db.execute(f"SELECT 1 FROM {table} WHERE code_hash = ?", (code_hash,)).fetchone()
     return row is not None

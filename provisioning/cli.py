@@ -35,6 +35,11 @@ from kiosk.commandline import (
 from kiosk.config import DEFAULT_PATH, load, problem_report, read_credential
 from kiosk.errors import ConfigError, KioskError
 from kiosk.technician import PIN_MAX_DIGITS, PIN_MIN_DIGITS, hash_pin, pin_is_guessable, pin_problem
+from provisioning import bundle, initcmd, network, selftest
+from provisioning import enroll as enroll_command
+from provisioning import install as install_command
+from provisioning import reset as reset_command
+from provisioning import status as status_command
 
 PROG = "kiosk-provision"
 _err = err
@@ -142,6 +147,36 @@ COMMANDS: tuple[Command, ...] = (
         _hash_pin_args,
         _hash_pin,
     ),
+    Command(
+        "selftest",
+        "check the booth's camera, microphone, speaker, door, button, lights, hub, TURN "
+        "server, clock, disk, power and temperature; non-zero exit if anything fails",
+        selftest.add_arguments,
+        selftest.command,
+    ),
+    Command(
+        "network",
+        "Wi-Fi and wired settings through NetworkManager, and a report of what works",
+        network.add_arguments,
+        network.command,
+    ),
+    Command(
+        "bundle",
+        "USB provisioning bundles signed by the fleet's key: keygen, make, verify, apply",
+        bundle.add_arguments,
+        bundle.command,
+    ),
+    Command(
+        "install",
+        "install the booth onto this Raspberry Pi (or into --root DIR): kiosk user, release, "
+        "units; run again to repair; --dry-run shows what would change",
+        install_command.add_arguments,
+        install_command.run,
+    ),
+    initcmd.COMMAND,
+    enroll_command.COMMAND,
+    status_command.COMMAND,
+    reset_command.COMMAND,
 )
 
 

@@ -53,6 +53,8 @@ KEYFRAME_INTERVAL: Final = 30
 """Pictures between keyframes: a second at 30 fps, so a lost picture mends within a second."""
 DEFAULT_BITRATE: Final = 800_000
 """Bits a second for 640x480 at 30 fps: plenty for a face, modest on a booth's uplink."""
+MIN_BITRATE: Final = 50_000
+"""The least an encoder is asked for: below it x264 makes mush, and a poor link gets "off"."""
 
 Sink = Callable[["EncodedFrame"], None]
 """Called on the encoder's own thread with every access unit; must not block."""
@@ -85,6 +87,22 @@ class EncodedVideo(Protocol):
 
     def force_key_frame(self) -> None:
         """Make the next picture (or the one after) a keyframe; safe from any thread."""
+        ...
+
+
+@runtime_checkable
+class AdjustableBitrate(Protocol):
+    """An encoder whose bitrate can change while it runs (the call's video level, the far
+    side's estimate); one that cannot keep the rate it started with."""
+
+    @property
+    def bitrate(self) -> int:
+        """Bits a second it encodes at now (or will, from the next picture)."""
+        ...
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """Encode at ``bitrate`` from the next picture on (within the encoder's limits);
+        safe from any thread."""
         ...
 
 
@@ -149,7 +167,9 @@ def x264_context(
 
     ``forced-idr``: a forced keyframe is an IDR (what a PLI asks for), and
     ``repeat-headers``: SPS and PPS before every keyframe. No global header,
-    so they are in-band. One thread: a booth has few cores to spare.
+    so they are in-band. One thread: a booth has few cores to spare. A VBV
+    buffer of a second at ``bitrate``: x264 changes its rate while it runs
+    (``context.bit_rate`` lowered between pictures) only with one.
     """
     context = av.CodecContext.create("libx264", "w")
     context.width, context.height = width, height
@@ -164,6 +184,8 @@ def x264_context(
         "preset": "ultrafast",
         "tune": "zerolatency",
         "forced-idr": "1",
+        "maxrate": str(bitrate),
+        "bufsize": str(bitrate),
         "x264-params": (
             f"keyint={keyframe_interval}:min-keyint={keyframe_interval}:scenecut=0:repeat-headers=1"
         ),
@@ -226,6 +248,7 @@ class SimulatedH264Encoder(EncoderFanout):
         self.fps = fps
         self.keyframe_interval = keyframe_interval
         self._bitrate = bitrate
+        self._wanted = bitrate
         self._clock = clock
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
@@ -238,6 +261,14 @@ class SimulatedH264Encoder(EncoderFanout):
     @property
     def size(self) -> tuple[int, int]:
         return self._size
+
+    @property
+    def bitrate(self) -> int:
+        return self._wanted
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """From the next picture on; never over the rate it was made with (its VBV ceiling)."""
+        self._wanted = max(MIN_BITRATE, min(self._bitrate, int(bitrate)))
 
     @property
     def key_frames_forced(self) -> int:
@@ -284,6 +315,8 @@ class SimulatedH264Encoder(EncoderFanout):
             frame = frame.reformat(width=width, height=height, format="yuv420p")
             frame.pts = index
             index += 1
+            if context.bit_rate != self._wanted:
+                context.bit_rate = self._wanted  # libx264 reconfigures before this picture
             if self.key_frames_requested > self._key_frames_forced:
                 self._key_frames_forced = self.key_frames_requested
                 frame.pict_type = av.video.frame.PictureType.I
@@ -340,8 +373,10 @@ def profile_level(profile_level_id: str) -> tuple[int, int, str]:
 __all__ = [
     "DEFAULT_BITRATE",
     "KEYFRAME_INTERVAL",
+    "MIN_BITRATE",
     "WEBRTC_LEVEL",
     "WEBRTC_PROFILE",
+    "AdjustableBitrate",
     "EncodedFrame",
     "EncodedVideo",
     "EncoderFanout",

@@ -31,7 +31,13 @@ It follows ``docs/calls.md``:
   connection that fails outright (ICE, or a DTLS certificate that does not
   match the answer's fingerprint) counts as dead at once.
 * A poor link (:mod:`kiosk.call.adapt`): the far side's loss reports step
-  the video down and back up; audio is never touched.
+  the video down and back up; audio is never touched. So does a booth that
+  cannot keep up (:mod:`kiosk.call.load`: pictures late or dropped, CPU over
+  budget). A camera encoding H.264 itself gets the level's bitrate, lowered to
+  the far side's estimate (REMB); aiortc's own encoders take REMB themselves.
+* Codecs: a camera that encodes H.264 itself negotiates H.264 only; video the
+  booth encodes itself offers :data:`SOFTWARE_VIDEO_CODECS` in that order
+  (VP8 first: aiortc's libx264 settings cost about as much CPU, ``tests/perf/bench_media.py``).
 * ``call_ended``, or ``error unknown_call`` in reply to one of this call's
   messages (the hub forgot it): post :class:`~kiosk.session.CallEnded`.
 
@@ -61,10 +67,12 @@ from aiortc import (
     RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
 
 from clinic import protocol
@@ -83,7 +91,8 @@ from clinic.protocol import (
 from hardware.audio import Microphone, Speaker
 from hardware.camera import Camera, Frame, encoder_of
 from kiosk import config, session
-from kiosk.call.adapt import VideoLevel, VideoPolicy
+from kiosk.call.adapt import VideoLevel, VideoPolicy, video_bitrate
+from kiosk.call.load import LoadMeter, watch_remb
 from kiosk.call.passthrough import H264PassthroughTrack, add_passthrough
 from kiosk.call.stall import RETRY_EVERY, STALL_AFTER, StallWatch, Verdict
 from kiosk.call.tracks import CameraTrack, MicrophoneTrack, Outgoing, RemoteAudio, to_frame
@@ -105,6 +114,8 @@ MAX_CHANNEL_MESSAGE: Final = 1024
 """Bytes: a data channel message is one small JSON object; anything bigger is refused."""
 ENDED_MEMORY: Final = 16
 """Calls this booth ended that it remembers, to end them again should the hub offer one back."""
+SOFTWARE_VIDEO_CODECS: tuple[str, ...] = ("video/VP8", "video/H264")
+"""What video the booth encodes itself offers, best first (RTX goes with them)."""
 
 _CONSOLE_WORDS: Final = frozenset(
     {CallEvent.MUTED, CallEvent.UNMUTED, CallEvent.CAMERA_OFF, CallEvent.CAMERA_ON}
@@ -183,6 +194,7 @@ class _Leg:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     offered_at: float | None = None  # loop time the offer went to the hub
     answered: bool = False
+    remb: Callable[[float], int | None] | None = None  # the far side's estimate for the video
 
 
 def _usable(url: str, *, credentials: bool) -> bool:
@@ -331,6 +343,7 @@ class CallEngine:
         self._stats_every = stats_every
         self._watch = StallWatch(stall_after, retry_every)
         self._policy = policy or VideoPolicy()
+        self._load = LoadMeter()
         self._out = Outgoing()
         self._call: _Call | None = None
         self._leg: _Leg | None = None
@@ -569,12 +582,16 @@ class CallEngine:
         elif encoder is not None:
             # The camera encodes H.264 itself (a Pi 4): sent as it is, H.264 negotiated.
             video = H264PassthroughTrack(encoder, self._out)
-            add_passthrough(pc, video, direction="sendrecv")
+            sender = add_passthrough(pc, video, direction="sendrecv").sender
         else:
             video = CameraTrack(self._camera, self._out)
-            pc.addTransceiver(video, direction="sendrecv")
+            transceiver = pc.addTransceiver(video, direction="sendrecv")
+            transceiver.setCodecPreferences(video_codecs(SOFTWARE_VIDEO_CODECS))
+            sender = transceiver.sender
         channel = pc.createDataChannel("state")
         leg = _Leg(pc, channel, audio, video, ice_connections(pc))
+        if video is not None:
+            leg.remb = watch_remb(sender)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -776,11 +793,18 @@ class CallEngine:
         if leg is None or leg.video is None or self._watch.stalled:
             return
         loss, rtt = await link_quality(leg.pc)
-        level = self._policy.observe(asyncio.get_running_loop().time(), loss, rtt)
+        load = self._load.sample(leg.video)
+        level = self._policy.observe(
+            asyncio.get_running_loop().time(), loss, rtt, late=load.late, cpu=load.cpu
+        )
         if level is not None and self._leg is leg:
-            _log.info("call %s: video %s for the link", self.call_id or "-", level.name)
+            why = "the CPU" if self._policy.cause == "cpu" else "the link"
+            _log.info("call %s: video %s for %s", self.call_id or "-", level.name, why)
             self._out.video = level
             await self._tell_camera()
+        if isinstance(leg.video, H264PassthroughTrack) and self._leg is leg:
+            remb = leg.remb(REPORT_FRESH) if leg.remb is not None else None
+            leg.video.set_bitrate(video_bitrate(self._out.video, remb, leg.video.size))
 
     # ------------------------------------------------------------ data channel
 
@@ -881,6 +905,13 @@ class CallEngine:
                 _log.exception("call status listener failed")
 
 
+def video_codecs(mime_types: Sequence[str]) -> list[RTCRtpCodecCapability]:
+    """aiortc's video codecs of ``mime_types``, in that order, then RTX."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    ordered = [c for mime in mime_types for c in codecs if c.mimeType.lower() == mime.lower()]
+    return ordered + [c for c in codecs if c.mimeType == "video/rtx"]
+
+
 async def link_quality(pc: RTCPeerConnection) -> tuple[float | None, float | None]:
     """The worst fresh loss fraction and round trip the far side reported for our senders."""
     now = datetime.now(UTC)
@@ -908,6 +939,7 @@ async def link_quality(pc: RTCPeerConnection) -> tuple[float | None, float | Non
 __all__ = [
     "GATHER_TIMEOUT",
     "REGATHER_TIMEOUT",
+    "SOFTWARE_VIDEO_CODECS",
     "CallEngine",
     "CallStatus",
     "ClinicianState",
@@ -918,4 +950,5 @@ __all__ = [
     "ice_servers",
     "link_quality",
     "seal",
+    "video_codecs",
 ]

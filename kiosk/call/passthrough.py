@@ -38,8 +38,10 @@ The same gate guards every start: the first picture sent is a keyframe
 overflowed) the track drops pictures up to the next keyframe, since a
 P-frame without the pictures it refers to is garbage to the decoder.
 
-Not applied: the "reduced" video level (a hardware encoder's size and rate
-are fixed while it runs); "off" is.
+Not applied: the "reduced" video level's size and rate (a hardware encoder's
+are fixed while it runs); "off" is, and so is every level's bitrate, lowered
+further by the far side's estimate (REMB), through :meth:`set_bitrate` for an
+encoder that can change it while running (:class:`hardware.h264.AdjustableBitrate`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTran
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from hardware.h264 import EncodedFrame, EncodedVideo, encode_black
+from hardware.h264 import AdjustableBitrate, EncodedFrame, EncodedVideo, encode_black
 from kiosk.call.tracks import OFF_SIZE, VIDEO_CLOCK, Outgoing
 
 if TYPE_CHECKING:
@@ -135,6 +137,8 @@ class H264PassthroughTrack(MediaStreamTrack):
         """PLI/FIR from the far side that reached this track."""
         self.keyframes_asked = 0
         """Times this track asked the encoder for a keyframe (its own and forwarded ones)."""
+        self.late = 0
+        """Camera pictures dropped because the loop fell behind (:mod:`kiosk.call.load`)."""
 
     # ------------------------------------------------------------ the encoder's side
 
@@ -158,7 +162,9 @@ class H264PassthroughTrack(MediaStreamTrack):
             self.dropped += 1  # must not be seen: not even queued
             return
         if self._queue.full():  # the loop fell behind: skip to the next keyframe
-            self.dropped += self._drain()
+            behind = self._drain()
+            self.dropped += behind
+            self.late += behind
             self._need_key, self._asked_at = True, None
         self._queue.put_nowait(frame)
 
@@ -172,6 +178,19 @@ class H264PassthroughTrack(MediaStreamTrack):
     def _ask_keyframe(self) -> None:
         self.keyframes_asked += 1
         self._encoder.force_key_frame()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The camera encoder's picture size."""
+        return self._encoder.size
+
+    def set_bitrate(self, bitrate: int) -> bool:
+        """Ask the camera's encoder for ``bitrate`` bits a second (the video level, the far
+        side's estimate); False when this encoder's rate is fixed while it runs."""
+        if isinstance(self._encoder, AdjustableBitrate):
+            self._encoder.set_bitrate(bitrate)
+            return True
+        return False
 
     def request_keyframe(self) -> None:
         """A PLI/FIR from the far side: ask the encoder, or restart the black clip."""

@@ -107,6 +107,9 @@ class CameraTrack(MediaStreamTrack):
         self._pts = 0
         self.sent = 0
         self.sent_black = 0
+        self.late = 0
+        """Pictures asked for over a picture's time after they were due: the encoder lags
+        (:mod:`kiosk.call.load`)."""
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -118,6 +121,8 @@ class CameraTrack(MediaStreamTrack):
         else:
             self._pts += VIDEO_CLOCK // max(1, level.fps)
             wait = self._start + self._pts / VIDEO_CLOCK - loop.time()
+            if wait < -1.0 / max(1, level.fps):
+                self.late += 1
             if wait > 0:
                 await asyncio.sleep(wait)
             elif wait < -LATE:  # the loop was busy: carry on from now rather than burst

@@ -22,6 +22,12 @@ stick: :func:`find_bundle` (``Bundle | None``), :func:`verify` (a
 :class:`VerifiedBundle` or :class:`BundleError`) and :func:`apply`, which takes
 only a :class:`VerifiedBundle`. Everything is read into memory once, so what
 was verified is exactly what is applied, whatever happens on the stick after.
+
+In a running booth (which is unprivileged) two root units do the privileged
+part: :func:`stage` (``bundle stage DEVICE``, started by udev) and
+:func:`apply_staged` (``bundle apply-staged``, started when the booth asks after
+the technician PIN); see systemd/README.md and the ``bundle_*`` paths of
+:class:`provisioning.layout.Layout`.
 """
 
 from __future__ import annotations
@@ -32,14 +38,18 @@ import binascii
 import contextlib
 import grp
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -598,6 +608,396 @@ def apply(verified: VerifiedBundle, layout: Layout, *, nmcli: Any | None = None)
     return done
 
 
+# ---------------------------------------------------------------- a stick in a running booth
+
+# The booth runs unprivileged and cannot mount a stick or write /etc, so two root units
+# do it (systemd/README.md): ``bundle stage`` (udev starts it for each USB file system)
+# mounts, reads, unmounts, verifies and stages; ``bundle apply-staged`` (started when the
+# booth, after the technician PIN, creates the apply request) verifies the staged copy
+# again and applies it. They and the booth talk only through the files of
+# Layout.bundle_run, described in provisioning/layout.py.
+
+STATES: Final = ("ready", "refused", "applied", "failed")
+RESTART_BOOTH: Final = ("systemctl", "restart", "telehealth-kiosk.service")
+MOUNT_OPTIONS: Final = {
+    # FAT and exFAT have no owners: everything is root's and nobody else's.
+    "vfat": "uid=0,gid=0,umask=0077",
+    "exfat": "uid=0,gid=0,umask=0077",
+    # noload: a read-only ext3/ext4 mount would otherwise replay the journal onto the stick.
+    "ext4": "noload",
+    "ext3": "noload",
+    "ext2": "",
+}
+"""The file systems a bundle stick may have; naming one keeps mount from probing others."""
+_SAFE_MOUNT: Final = "ro,nosuid,nodev,noexec,nosymfollow"
+COMMAND_TIMEOUT_S: Final = 30.0
+
+
+class StickError(BundleError):
+    """A stick could not be mounted or read at all (not a refusal of its bundle)."""
+
+
+class UnsupportedStickError(StickError):
+    """Not a file system a bundle stick has: probably not a bundle stick at all."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the booth's screen shows about a bundle: no secrets, no personal data."""
+
+    booth_id: str | None = None
+    site: str | None = None
+    wifi: bool = False
+    enrollment_code: bool = False
+
+    @classmethod
+    def of(cls, verified: VerifiedBundle) -> Summary:
+        return cls(
+            verified.config.booth.id,
+            verified.config.site.name,
+            verified.wifi is not None,
+            verified.enrollment_code is not None,
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    """The content of Layout.bundle_status."""
+
+    state: str
+    reason: str | None
+    stick: str | None
+    summary: Summary
+    at: float
+
+    def to_json(self) -> bytes:
+        body = {
+            "state": self.state,
+            "reason": self.reason,
+            "stick": self.stick,
+            "summary": {
+                "booth_id": self.summary.booth_id,
+                "site": self.summary.site,
+                "wifi": self.summary.wifi,
+                "enrollment_code": self.summary.enrollment_code,
+            },
+            "at": self.at,
+        }
+        return json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    """Temporary file (unique per process), fsync, rename, fsync the folder.
+
+    Group comes from the folder: on a booth the run folder is setgid kiosk, so the
+    status file is readable by the booth without root ever calling chown.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def write_status(layout: Layout, status: Status) -> None:
+    if status.state not in STATES:
+        raise ValueError(f"unknown bundle state {status.state!r}")
+    _write_private(layout.bundle_status, status.to_json(), 0o640)
+
+
+def read_status(layout: Layout) -> dict[str, Any] | None:
+    """The last status written, or None (none yet, or unreadable)."""
+    try:
+        data = json.loads(layout.bundle_status.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _prepare_run_dir(layout: Layout) -> None:
+    """On a booth tmpfiles made these at boot (with group kiosk); under --root, make them."""
+    run = layout.bundle_run
+    if layout.root == Path("/") and not run.is_dir():
+        raise StickError(
+            f"{run}: missing; it is made at boot from /etc/tmpfiles.d/telehealth-kiosk-bundle."
+            "conf: run `systemd-tmpfiles --create telehealth-kiosk-bundle.conf` or reboot"
+        )
+    for path, mode in (
+        (run, 0o2750),
+        (layout.bundle_pending, 0o700),
+        (layout.bundle_requests, 0o770),
+    ):
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    """One stage or apply at a time (two sticks at once, or a stick during an apply)."""
+    import fcntl
+
+    _prepare_run_dir(layout)
+    fd = os.open(layout.bundle_pending / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def trusted_keys(layout: Layout) -> list[Ed25519PublicKey]:
+    """The booth's provisioning keys; BundleError when there are none or one is broken."""
+    folder = layout.provisioning_keys
+    paths = sorted(folder.glob("*.pub")) if folder.is_dir() else []
+    if not paths:
+        raise BundleError(
+            f"this booth trusts no provisioning key ({folder} holds no .pub file); add the "
+            "fleet's with `kiosk-provision install --provisioning-key FILE`"
+        )
+    return [load_public_key(path) for path in paths]
+
+
+def _pack(bundle: Bundle) -> bytes:
+    """The bundle's exact bytes as an uncompressed tar, as :func:`read_bundle` reads one."""
+    out = io.BytesIO()
+    members = {MANIFEST: bundle.manifest, **bundle.files}
+    if bundle.signature is not None:
+        members[SIGNATURE] = bundle.signature
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _discard_staged(layout: Layout) -> None:
+    layout.bundle_staged.unlink(missing_ok=True)
+
+
+# The runner of mount, umount and blkid: argv in, the finished process out.
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+Mounter = Callable[[Path], contextlib.AbstractContextManager[Path]]
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except FileNotFoundError:
+        raise StickError(f"{argv[0]}: not found; install util-linux (mount, blkid)") from None
+    except subprocess.TimeoutExpired:
+        raise StickError(f"`{' '.join(argv)}` took over {COMMAND_TIMEOUT_S:.0f} s") from None
+
+
+def filesystem_type(device: Path, runner: Runner = run_command) -> str | None:
+    """What blkid finds on the device by probing it (not from its cache), or None."""
+    done = runner(["blkid", "-p", "-o", "value", "-s", "TYPE", "--", str(device)])
+    kind = done.stdout.strip()
+    return kind if done.returncode == 0 and kind else None
+
+
+@contextlib.contextmanager
+def mount_read_only(device: Path, runner: Runner = run_command) -> Iterator[Path]:
+    """Mount ``device`` read-only (no set-uid, devices, programs or links) on a new folder.
+
+    In the stage unit that folder is in its private /tmp and its own mount namespace.
+    """
+    try:
+        info = os.stat(device)
+    except OSError as exc:
+        raise StickError(f"{device}: cannot be opened ({exc.strerror})") from None
+    if not stat.S_ISBLK(info.st_mode):
+        raise StickError(f"{device}: not a block device; give the stick's, e.g. /dev/sda1")
+    kind = filesystem_type(device, runner)
+    if kind not in MOUNT_OPTIONS:
+        raise UnsupportedStickError(
+            f"{device}: file system {kind or 'unknown'}; a bundle stick is FAT32, exFAT or ext4"
+        )
+    options = ",".join(filter(None, (_SAFE_MOUNT, MOUNT_OPTIONS[kind])))
+    point = Path(tempfile.mkdtemp(prefix="kiosk-stick-"))
+    try:
+        done = runner(["mount", "-t", kind, "-o", options, "--", str(device), str(point)])
+        if done.returncode != 0:
+            raise StickError(
+                f"{device}: cannot be mounted ({_one_line(done.stderr) or done.returncode})"
+            )
+        try:
+            yield point
+        finally:
+            if runner(["umount", "--", str(point)]).returncode != 0:
+                runner(["umount", "--lazy", "--", str(point)])
+    finally:
+        with contextlib.suppress(OSError):
+            point.rmdir()
+
+
+def stage(
+    device: Path,
+    layout: Layout,
+    *,
+    mount: Mounter = mount_read_only,
+    now: datetime | None = None,
+) -> Status | None:
+    """Look for a bundle on the stick; stage it if it verifies. None: the stick has none.
+
+    The stick is unmounted as soon as the bundle is in memory, before anything is
+    checked, so a stick pulled out later changes nothing. A refused bundle removes
+    any bundle staged before: the screen and the staged copy always agree.
+    """
+    stick = device.name
+    found: Bundle | None = None
+    problem: str | None = None
+    with mount(device) as point:
+        try:
+            found = find_bundle(point)
+        except BundleError as exc:
+            problem = str(exc).replace(str(point), stick)
+        if found is not None:
+            found = replace(found, source=found.source.replace(str(point), stick))
+    if found is None and problem is None:
+        print(f"{stick}: no provisioning bundle on this stick; nothing to do", flush=True)
+        return None
+    clock = (now or datetime.now(UTC)).timestamp()
+    with _locked(layout):
+        verified = None
+        if found is not None:
+            try:
+                verified = verify(found, trusted_keys(layout), now=now)
+            except BundleError as exc:
+                problem = str(exc)
+        if verified is None:
+            _discard_staged(layout)
+            status = Status("refused", _one_line(problem or "refused"), stick, Summary(), clock)
+        else:
+            assert found is not None
+            _write_private(layout.bundle_staged, _pack(found), 0o600)
+            status = Status("ready", None, stick, Summary.of(verified), clock)
+        write_status(layout, status)
+    return status
+
+
+def apply_staged(
+    layout: Layout,
+    *,
+    restart: Callable[[], None],
+    nmcli: Callable[[], Any] | None = None,
+    now: datetime | None = None,
+) -> Status | None:
+    """Apply the staged bundle the booth asked for; None when there was nothing to do.
+
+    No PIN is asked: the booth only creates the request once the technician PIN was
+    right, and only the booth (group kiosk) and root can create it. The staged copy is
+    verified again here, so what is applied is exactly what was verified, even if the
+    copy in the run folder was changed since. ``nmcli`` makes a NetworkManager runner
+    when the bundle carries Wi-Fi; ``restart`` restarts the booth after an apply.
+    """
+    request = layout.bundle_apply_request
+    with _locked(layout):
+        asked = request.exists() or request.is_symlink()
+        approved_at = _approved_at(request) if asked else None
+        # Removed first, whatever happens next: a request left behind would start
+        # this again and again through the path unit.
+        request.unlink(missing_ok=True)
+        staged = layout.bundle_staged
+        if not asked:
+            print("no apply request from the booth; nothing applied", flush=True)
+            return None
+        if not staged.is_file():
+            print(
+                "apply request with no staged bundle (stale, or the stick was refused "
+                "since): ignored",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        previous = read_status(layout) or {}
+        stick = previous.get("stick") if isinstance(previous.get("stick"), str) else None
+        clock = (now or datetime.now(UTC)).timestamp()
+        if approved_at is not None and previous.get("at") != approved_at:
+            # Another stick was staged after the technician saw this one's summary and
+            # gave the PIN: that approval was not for it. It stays staged for a new one.
+            reason = (
+                "a different bundle was staged after the technician PIN was given; "
+                "check its summary and apply it again"
+            )
+            status = Status("failed", reason, stick, Summary(), clock)
+            write_status(layout, status)
+            return status
+        try:
+            bundle = replace(read_bundle(staged), source="the staged bundle")
+            verified = verify(bundle, trusted_keys(layout), now=now)
+        except BundleError as exc:
+            _discard_staged(layout)
+            status = Status("refused", _one_line(str(exc)), stick, Summary(), clock)
+            write_status(layout, status)
+            return status
+        try:
+            runner = nmcli() if nmcli is not None and verified.wifi is not None else None
+            done = apply(verified, layout, nmcli=runner)
+        except (KioskError, OSError) as exc:
+            _discard_staged(layout)
+            reason = _one_line(f"could not be applied: {exc}")
+            status = Status("failed", reason, stick, Summary.of(verified), clock)
+            write_status(layout, status)
+            return status
+        _discard_staged(layout)
+        status = Status("applied", None, stick, Summary.of(verified), clock)
+        write_status(layout, status)
+    for line in done:
+        print(line, flush=True)
+    restart()
+    return status
+
+
+def _approved_at(request: Path) -> float | None:
+    """The staged bundle's status time the booth showed when the PIN was given, if it says."""
+    try:
+        if request.is_symlink():
+            return None
+        with request.open("rb") as f:
+            data = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    at = data.get("bundle_at") if isinstance(data, dict) else None
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def command_restart(argv: Sequence[str]) -> Callable[[], None]:
+    """Restart the booth with a command (``systemctl restart``); a failure is an error."""
+
+    def restart() -> None:
+        try:
+            done = subprocess.run(
+                list(argv), capture_output=True, text=True, timeout=60, check=False
+            )
+        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+            raise BundleError(f"applied, but `{' '.join(argv)}` failed ({exc})") from None
+        if done.returncode != 0:
+            raise BundleError(
+                f"applied, but `{' '.join(argv)}` exited with {done.returncode}: "
+                f"{_one_line(done.stderr)}; restart the booth by hand"
+            )
+
+    return restart
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -668,6 +1068,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 action="store_true",
                 help="do not join the bundle's Wi-Fi network now",
             )
+    root_help = "the booth's file system root (for tests)"
+    st = sub.add_parser(
+        "stage",
+        help="(root, from udev) look for a signed bundle on a USB stick and stage it for the booth",
+    )
+    st.add_argument("device", type=Path, metavar="DEVICE", help="the stick, e.g. /dev/sda1")
+    st.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help=root_help)
+    ap = sub.add_parser(
+        "apply-staged",
+        help="(root, when the booth asks after the technician PIN) apply the staged bundle",
+    )
+    ap.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help=root_help)
+    ap.add_argument(
+        "--restart-command",
+        default=" ".join(RESTART_BOOTH),
+        metavar="COMMAND",
+        help="how to restart the booth afterwards (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--no-network", action="store_true", help="do not join the bundle's Wi-Fi network now"
+    )
 
 
 class _PinError(BundleError):
@@ -696,6 +1117,10 @@ def command(args: argparse.Namespace) -> int:
     from kiosk.commandline import EXIT_OK, EXIT_PROBLEMS, ask_hidden
     from kiosk.technician import verify_pin
 
+    if args.bundle_command == "stage":
+        return _stage_command(args)
+    if args.bundle_command == "apply-staged":
+        return _apply_staged_command(args)
     if args.bundle_command == "keygen":
         private, public, kid = keygen(args.out)
         print(
@@ -750,3 +1175,43 @@ def command(args: argparse.Namespace) -> int:
     for line in apply(verified, layout, nmcli=nmcli):
         print(line)
     return EXIT_OK
+
+
+def _stage_command(args: argparse.Namespace) -> int:
+    from kiosk.commandline import EXIT_OK
+
+    try:
+        status = stage(args.device, Layout(args.root))
+    except UnsupportedStickError as exc:
+        # A stick for something else (photos on NTFS...): nothing to show the technician.
+        print(f"{exc}; not looked at", flush=True)
+        return EXIT_OK
+    if status is not None and status.state == "ready":
+        print(f"{status.stick}: bundle for booth {status.summary.booth_id} staged; "
+              "waiting for the technician PIN on the booth", flush=True)  # fmt: skip
+    elif status is not None:
+        print(f"{status.stick}: bundle refused: {status.reason}", flush=True)
+    return EXIT_OK
+
+
+def _apply_staged_command(args: argparse.Namespace) -> int:
+    import shlex
+
+    from kiosk.commandline import EXIT_OK, EXIT_PROBLEMS
+
+    try:
+        restart_argv = shlex.split(args.restart_command)
+    except ValueError as exc:
+        raise BundleError(f"--restart-command: cannot be split into words ({exc})") from None
+    if not restart_argv:
+        raise BundleError("--restart-command: empty; give a command, e.g. systemctl restart ...")
+    nmcli = None
+    if not args.no_network:
+        from provisioning.network import Nmcli
+
+        nmcli = Nmcli
+    status = apply_staged(Layout(args.root), restart=command_restart(restart_argv), nmcli=nmcli)
+    if status is None or status.state == "applied":
+        return EXIT_OK
+    print(f"bundle {status.state}: {status.reason}", file=sys.stderr, flush=True)
+    return EXIT_PROBLEMS

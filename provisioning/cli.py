@@ -40,6 +40,7 @@ from provisioning import enroll as enroll_command
 from provisioning import install as install_command
 from provisioning import reset as reset_command
 from provisioning import status as status_command
+from provisioning.update import cli as release_command
 
 PROG = "kiosk-provision"
 _err = err
@@ -177,6 +178,7 @@ COMMANDS: tuple[Command, ...] = (
     enroll_command.COMMAND,
     status_command.COMMAND,
     reset_command.COMMAND,
+    release_command.COMMAND,
 )
 
 

@@ -19,8 +19,12 @@ What it does (paths from :mod:`provisioning.layout`):
 - ``current`` pointed at that release by renaming a new link over it
   (:func:`switch_current`): the units never see it missing;
 - the files in ``systemd/`` (units, journald and coredump settings, the PAM
-  service, the PipeWire echo-cancel drop-in, swap off), the booth unit enabled,
-  ``getty@tty1`` and ``dphys-swapfile`` masked;
+  service, the PipeWire echo-cancel drop-in, swap off, the USB provisioning bundle
+  units, udev rule and tmpfiles entry), the booth unit and the bundle apply path
+  unit enabled, ``getty@tty1`` and ``dphys-swapfile`` masked;
+- each ``--provisioning-key FILE`` as
+  ``/etc/telehealth-kiosk/provisioning-keys/<key id>.pub``: USB bundles signed
+  with it are accepted by a running booth;
 - on a booth: ``systemctl daemon-reload``, journald restarted, swap turned off.
 
 ``--root DIR`` installs into a folder instead of ``/``, for tests and for
@@ -82,12 +86,37 @@ UNIT_FILES: tuple[tuple[str, str], ...] = (
         "/etc/pipewire/pipewire.conf.d/telehealth-echo-cancel.conf",
     ),
     ("swap-off-telehealth.conf", "/etc/dphys-swapfile"),
+    ("99-telehealth-kiosk-bundle.rules", "/etc/udev/rules.d/99-telehealth-kiosk-bundle.rules"),
+    (
+        "telehealth-kiosk-bundle-stage@.service",
+        "/etc/systemd/system/telehealth-kiosk-bundle-stage@.service",
+    ),
+    (
+        "telehealth-kiosk-bundle-apply.service",
+        "/etc/systemd/system/telehealth-kiosk-bundle-apply.service",
+    ),
+    (
+        "telehealth-kiosk-bundle-apply.path",
+        "/etc/systemd/system/telehealth-kiosk-bundle-apply.path",
+    ),
+    ("tmpfiles-telehealth-kiosk-bundle.conf", "/etc/tmpfiles.d/telehealth-kiosk-bundle.conf"),
+    (
+        "telehealth-kiosk-update.service",
+        "/etc/systemd/system/telehealth-kiosk-update.service",
+    ),
+    ("telehealth-kiosk-update.timer", "/etc/systemd/system/telehealth-kiosk-update.timer"),
 )
 """Each file of ``systemd/`` and where it goes (see systemd/README.md)."""
 MASKED = ("getty@tty1.service", "dphys-swapfile.service")
 """No login prompt on the booth's screen; no swap file on the SD card."""
-ENABLED = (("multi-user.target.wants", "telehealth-kiosk.service"),)
+ENABLED = (
+    ("multi-user.target.wants", "telehealth-kiosk.service"),
+    ("paths.target.wants", "telehealth-kiosk-bundle-apply.path"),
+    ("timers.target.wants", "telehealth-kiosk-update.timer"),
+)
 JOURNALD_CONF = "/etc/systemd/journald.conf.d/telehealth.conf"
+UDEV_RULES = "/etc/udev/rules.d/99-telehealth-kiosk-bundle.rules"
+BUNDLE_TMPFILES = "/etc/tmpfiles.d/telehealth-kiosk-bundle.conf"
 
 
 class InstallError(KioskError):
@@ -129,6 +158,8 @@ class Options:
     no_deps: bool = False
     offline: bool = False
     dry_run: bool = False
+    provisioning_keys: tuple[Path, ...] = ()
+    """Public keys USB provisioning bundles must be signed with (``bundle keygen``'s .pub)."""
 
     @property
     def on_booth(self) -> bool:
@@ -625,6 +656,34 @@ def _plan_link(link: Path, target: str, change: str, plan: Plan) -> None:
     )
 
 
+def _plan_provisioning_keys(opts: Options, layout: Layout, plan: Plan) -> None:
+    """Each ``--provisioning-key`` as ``provisioning-keys/<key id>.pub`` (0644)."""
+    from provisioning.bundle import BundleError, key_id, load_public_key
+
+    for source in opts.provisioning_keys:
+        try:
+            key = load_public_key(source)
+        except BundleError as exc:
+            raise InstallError(f"--provisioning-key: {exc}") from None
+        data = source.read_bytes()
+        target = layout.provisioning_keys / f"{key_id(key)}.pub"
+        if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
+            continue
+
+        def put(target: Path = target, data: bytes = data) -> None:
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _atomic_write(target, data, 0o644)
+
+        plan.add(
+            Step(
+                str(target),
+                f"trust provisioning key {key_id(key)} for USB bundles (from {source})",
+                put,
+                _fix_write(target),
+            )
+        )
+
+
 def _plan_system(opts: Options, plan: Plan) -> None:
     """What only a running booth needs after the files changed: systemd and swap."""
     if not opts.on_booth:
@@ -632,7 +691,30 @@ def _plan_system(opts: Options, plan: Plan) -> None:
             "systemctl daemon-reload; systemctl restart systemd-journald; swapoff of any "
             "swap on the SD card"
         )
+        plan.left_for_booth.append(
+            f"udevadm control --reload; systemd-tmpfiles --create {BUNDLE_TMPFILES}"
+        )
         return
+    if any(s.name.endswith(UDEV_RULES) for s in plan.steps):
+        plan.add(
+            Step(
+                "udev",
+                "reload udev rules (USB provisioning sticks)",
+                lambda: _run(["udevadm", "control", "--reload"], what="udevadm control --reload"),
+                "reboot the booth instead; the rules load at boot",
+            )
+        )
+    if any(s.name.endswith(BUNDLE_TMPFILES) for s in plan.steps):
+        plan.add(
+            Step(
+                "tmpfiles",
+                "make /run/telehealth-kiosk-bundle (USB provisioning bundles)",
+                lambda: _run(
+                    ["systemd-tmpfiles", "--create", BUNDLE_TMPFILES], what="systemd-tmpfiles"
+                ),
+                "reboot the booth instead; the folder is made at boot",
+            )
+        )
     if any(s.touches_units for s in plan.steps):
         plan.add(
             Step(
@@ -701,6 +783,7 @@ def make_plan(opts: Options) -> tuple[Plan, Release]:
     _plan_release(opts, layout, release, plan)
     _plan_current(layout, release, plan)
     _plan_files(opts, layout, plan)
+    _plan_provisioning_keys(opts, layout, plan)
     _plan_system(opts, plan)
     return plan, release
 
@@ -786,6 +869,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="never use a package index: every wheel needed is given with --wheel",
     )
+    parser.add_argument(
+        "--provisioning-key",
+        dest="provisioning_keys",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust this public key (bundle keygen's .pub) for USB provisioning bundles; "
+        "may be repeated",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -798,6 +891,7 @@ def run(args: argparse.Namespace) -> int:
         no_deps=args.no_deps,
         offline=args.offline,
         dry_run=args.dry_run,
+        provisioning_keys=tuple(Path(os.path.abspath(k)) for k in args.provisioning_keys),
     )
     install(opts)
     sys.stdout.flush()

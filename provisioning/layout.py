@@ -12,6 +12,12 @@ units (which run ``current/bin/telehealth-kiosk``)::
     /etc/telehealth-kiosk/booth-key.pem   the booth's own Ed25519 private key, 0600 (enroll)
     /var/lib/telehealth-kiosk/          the booth service's StateDirectory= (alert outbox)
     /var/lib/telehealth-kiosk-update/   the updater's own state (TUF metadata, version floor)
+    /etc/telehealth-kiosk/provisioning-keys/*.pub  the fleet's provisioning keys USB bundles
+                                        must be signed with (install --provisioning-key)
+    /run/telehealth-kiosk-bundle/       2750 root:kiosk (tmpfiles): USB bundles, staged by root
+        status.json                     0640, root writes, the booth reads (see bundle_status)
+        pending/bundle.tar              0700/0600 root only: the verified bundle, until applied
+        requests/apply-request          requests/ is 0770 root:kiosk: the booth creates it
 
 Every path is ``root`` joined with the absolute path above; ``root`` is ``/``
 on a booth and a temporary folder under ``--root`` in tests.
@@ -36,6 +42,10 @@ EC_SOURCE: Final = "telehealth_ec_source"
 """PipeWire node the booth records from: the microphone with the speaker's sound removed."""
 EC_SINK: Final = "telehealth_ec_sink"
 """PipeWire node the booth plays the call to, so it can be cancelled from the microphone."""
+BUNDLE_RUN_DIR: Final = Path("/run/telehealth-kiosk-bundle")
+"""Made at boot by systemd/tmpfiles-telehealth-kiosk-bundle.conf (2750 root:kiosk, setgid so
+every file root writes there is group kiosk); the booth service needs
+``ReadWritePaths=/run/telehealth-kiosk-bundle/requests`` to make its request."""
 RELEASE_MARKER: Final = "telehealth-release.json"
 """Written last into ``releases/<version>/``: a release folder without it is unfinished."""
 
@@ -103,3 +113,48 @@ class Layout:
     @property
     def units(self) -> Path:
         return self._at(UNIT_DIR)
+
+    @property
+    def provisioning_keys(self) -> Path:
+        """The trusted provisioning public keys (``*.pub``) that USB bundles must be signed by."""
+        return self.config_dir / "provisioning-keys"
+
+    @property
+    def bundle_run(self) -> Path:
+        """Where root's stage and apply units and the booth exchange a USB bundle."""
+        return self._at(BUNDLE_RUN_DIR)
+
+    @property
+    def bundle_status(self) -> Path:
+        """JSON written atomically by root (0640, group kiosk), read by the booth::
+
+            {"state": "ready" | "refused" | "applied" | "failed",
+             "reason": str | null,          one line for the technician: why refused/failed
+             "stick": "sda1",
+             "summary": {"booth_id": str | null, "site": str | null,
+                         "wifi": bool, "enrollment_code": bool},
+             "at": unix_time}
+
+        "ready": verified and staged, nothing applied yet.
+        """
+        return self.bundle_run / "status.json"
+
+    @property
+    def bundle_pending(self) -> Path:
+        """Root only (0700): the verified bundle's bytes, checked again when applied."""
+        return self.bundle_run / "pending"
+
+    @property
+    def bundle_staged(self) -> Path:
+        return self.bundle_pending / "bundle.tar"
+
+    @property
+    def bundle_requests(self) -> Path:
+        """0770 root:kiosk: the one place under ``bundle_run`` the booth may write."""
+        return self.bundle_run / "requests"
+
+    @property
+    def bundle_apply_request(self) -> Path:
+        """The booth creates this (any content, or none) once the technician PIN was right;
+        telehealth-kiosk-bundle-apply.path then starts the root apply service."""
+        return self.bundle_requests / "apply-request"

@@ -141,6 +141,12 @@ def test_install_lays_out_the_booth(installed: Path, wheel: Path) -> None:
         os.readlink(units / "multi-user.target.wants" / "telehealth-kiosk.service")
         == "/etc/systemd/system/telehealth-kiosk.service"
     )
+    assert (
+        os.readlink(units / "paths.target.wants" / "telehealth-kiosk-bundle-apply.path")
+        == "/etc/systemd/system/telehealth-kiosk-bundle-apply.path"
+    )
+    assert (installed / "etc/udev/rules.d/99-telehealth-kiosk-bundle.rules").is_file()
+    assert (installed / "etc/tmpfiles.d/telehealth-kiosk-bundle.conf").is_file()
 
 
 def test_every_file_in_systemd_is_installed() -> None:
@@ -153,6 +159,41 @@ def test_echo_cancel_nodes_are_the_ones_the_booth_uses() -> None:
     assert "libpipewire-module-echo-cancel" in conf
     assert f'node.name = "{EC_SOURCE}"' in conf
     assert f'node.name = "{EC_SINK}"' in conf
+
+
+# ---------------------------------------------------------------- provisioning keys
+
+
+def test_a_provisioning_key_is_installed_once(
+    copy_of_installed: Path, wheel: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What the stage unit trusts: the fleet's .pub as provisioning-keys/<key id>.pub."""
+    from provisioning.bundle import keygen, trusted_keys
+
+    _, public, kid = keygen(tmp_path / "fleet")
+    args = install_args(copy_of_installed, wheel, "--provisioning-key", str(public))
+    code, out, _ = run(capfd, *args)
+    assert code == 0 and f"trust provisioning key {kid}" in out
+    layout = Layout(copy_of_installed)
+    installed_key = layout.provisioning_keys / f"{kid}.pub"
+    assert installed_key.read_bytes() == public.read_bytes()
+    assert stat.S_IMODE(installed_key.stat().st_mode) == 0o644
+    assert len(trusted_keys(layout)) == 1
+    code, out, _ = run(capfd, *args)
+    assert code == 0 and "Nothing to change" in out
+
+
+def test_a_bad_provisioning_key_names_the_option_and_file(
+    tmp_path: Path, wheel: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "fleet.pub"
+    bad.write_text("not a key")
+    root = tmp_path / "root"
+    root.mkdir()
+    code, _, err = run(capfd, *install_args(root, wheel, "--provisioning-key", str(bad)))
+    assert code == 1
+    assert f"--provisioning-key: {bad}: not a PEM public key" in err
+    assert list(root.iterdir()) == []
 
 
 # ---------------------------------------------------------------- idempotent, dry run

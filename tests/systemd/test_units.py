@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ SERVICES = [p for p in UNITS if p.suffix == ".service"]
 BOOTH = UNITS_DIR / "telehealth-kiosk.service"
 SAFE_MODE = UNITS_DIR / "telehealth-kiosk-safe-mode.service"
 INSTALLED_BINARY = "/opt/telehealth-kiosk/current/bin/telehealth-kiosk"
+INSTALLED_PROVISION = "/opt/telehealth-kiosk/current/bin/kiosk-provision"
+INSTALLED_PYTHON = "/opt/telehealth-kiosk/current/bin/python"
+BUNDLE_STAGE = UNITS_DIR / "telehealth-kiosk-bundle-stage@.service"
+BUNDLE_APPLY = UNITS_DIR / "telehealth-kiosk-bundle-apply.service"
+BUNDLE_APPLY_PATH = UNITS_DIR / "telehealth-kiosk-bundle-apply.path"
+BUNDLE_RULES = UNITS_DIR / "99-telehealth-kiosk-bundle.rules"
+BUNDLE_TMPFILES = UNITS_DIR / "tmpfiles-telehealth-kiosk-bundle.conf"
 CAGE = "/usr/bin/cage"
 S1_LIMIT = 2.0  # booth UI unit, displayed scale
 S1_OTHER_LIMIT = 1.5  # every other unit (safe mode, hardware, updater)
@@ -91,7 +99,9 @@ def runnable_copy(unit: Path, directory: Path, text: str | None = None) -> Path:
     the booth and cage (not installed in CI) both become this Python."""
     text = unit.read_text() if text is None else text
     copy = directory / unit.name
-    copy.write_text(text.replace(INSTALLED_BINARY, sys.executable).replace(CAGE, sys.executable))
+    text = text.replace(INSTALLED_BINARY, sys.executable).replace(CAGE, sys.executable)
+    text = text.replace(INSTALLED_PROVISION, sys.executable)
+    copy.write_text(text.replace(INSTALLED_PYTHON, sys.executable))
     return copy
 
 
@@ -289,3 +299,73 @@ def test_the_booth_watchdog_reaches_through_cage(monkeypatch: pytest.MonkeyPatch
     assert watchdog_interval() == 10.0  # as the unit runs it
     monkeypatch.setenv("WATCHDOG_PID", str(os.getppid()))  # any pid but the booth's: cage's
     assert watchdog_interval() is None  # twin: left set, the booth never pings
+
+
+# ---------------------------------------------------------------- USB provisioning bundles
+
+
+def test_bundle_units_use_the_layouts_paths() -> None:
+    """The units, the udev rule and tmpfiles agree with provisioning.layout (the booth's side)."""
+    from provisioning.layout import USER, Layout
+
+    booth = Layout()
+    [start] = setting(BUNDLE_STAGE, "Service", "ExecStart")
+    assert start == f"{INSTALLED_PROVISION} bundle stage /dev/%I"
+    assert setting(BUNDLE_STAGE, "Service", "ReadWritePaths") == [str(booth.bundle_run)]
+    assert setting(BUNDLE_STAGE, "Service", "User") == []  # root: mounting needs it
+    [start] = setting(BUNDLE_APPLY, "Service", "ExecStart")
+    assert start == f"{INSTALLED_PROVISION} bundle apply-staged"
+    assert setting(BUNDLE_APPLY, "Service", "ReadWritePaths") == [
+        f"{booth.bundle_run} {booth.config_dir}"
+    ]
+    assert setting(BUNDLE_APPLY_PATH, "Path", "PathExists") == [str(booth.bundle_apply_request)]
+    assert setting(BUNDLE_APPLY_PATH, "Path", "Unit") == [BUNDLE_APPLY.name]
+    assert "Install" not in sections(BUNDLE_APPLY.read_text())  # only the path unit starts it
+    lines = [ln.split() for ln in BUNDLE_TMPFILES.read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]  # fmt: skip
+    assert lines == [
+        ["d", str(booth.bundle_run), "2750", "root", USER, "-"],
+        ["d", str(booth.bundle_pending), "0700", "root", "root", "-"],
+        ["d", str(booth.bundle_requests), "0770", "root", USER, "-"],
+    ]
+
+
+def test_udev_starts_the_stage_unit_for_usb_file_systems_only() -> None:
+    [rule] = [ln for ln in BUNDLE_RULES.read_text().splitlines() if ln and ln[0] != "#"]
+    parts = {p.strip() for p in rule.split(",")}
+    assert {
+        'ACTION=="add"',
+        'SUBSYSTEM=="block"',
+        'ENV{ID_BUS}=="usb"',
+        'ENV{ID_FS_USAGE}=="filesystem"',
+        'TAG+="systemd"',
+        'ENV{SYSTEMD_WANTS}+="telehealth-kiosk-bundle-stage@%k.service"',
+    } == parts
+    assert BUNDLE_STAGE.is_file()
+
+
+def test_tmpfiles_makes_the_exchange_folder_for_the_booth(tmp_path: Path) -> None:
+    """Real systemd-tmpfiles into a root with a kiosk user: setgid group kiosk, root-only
+    pending/, requests/ writable by kiosk."""
+    from provisioning.layout import Layout
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nkiosk:x:990:990::/:/bin/false\n"
+    )
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nkiosk:x:990:\n")
+    done = subprocess.run(
+        ["systemd-tmpfiles", "--create", f"--root={tmp_path}", str(BUNDLE_TMPFILES)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    booth = Layout(tmp_path)
+    modes = {
+        path: (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid)
+        for path in (booth.bundle_run, booth.bundle_pending, booth.bundle_requests)
+    }
+    assert modes == {
+        booth.bundle_run: (0o2750, 990),
+        booth.bundle_pending: (0o700, 0),
+        booth.bundle_requests: (0o770, 990),
+    }

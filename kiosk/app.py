@@ -42,6 +42,7 @@ from hardware.health import DeviceWatch
 from hardware.speech import Speaker as PromptSpeaker
 from hardware.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk import __version__, logs
+from kiosk.bundles import StagedBundles
 from kiosk.call.hub_link import HubLink
 from kiosk.call.outbox import FILE_NAME as OUTBOX_NAME
 from kiosk.call.outbox import OutboxFile
@@ -52,12 +53,16 @@ from kiosk.errors import HardwareError
 from kiosk.link_health import LinkHealth
 from kiosk.media import LocalMedia
 from kiosk.presence import summary
-from kiosk.session import Booth, initial
+from kiosk.session import Booth, State, initial
+from provisioning.update.booth_status import BoothStatus, write_status
 
 _log = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0
+STATUS_FILE = "status.json"
 WATCH_INTERVAL = 0.5
 """Seconds between looks at what the open camera and microphone deliver."""
+STATUS_INTERVAL = 1.0
+"""Seconds between checks of the status file the updater reads (written only on change)."""
 
 
 def pick_backend(config: BoothConfig, simulate: bool) -> Backend:
@@ -109,6 +114,9 @@ class BoothRuntime:
         self.route: Route | None = None
         self.watch: DeviceWatch | None = None
         self._headset_card: int | None = None
+        self.bundles: StagedBundles | None = None
+        self._ready = False
+        self._welcomed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.link: HubLink | None = None
         self.call: ThreadedCallEngine | None = None
@@ -150,6 +158,9 @@ class BoothRuntime:
             self.prompts = PromptSpeaker()
         devices = LocalMedia(camera, microphone)
         controller = Controller(self.config, _LateOutputs(self), booth=booth, devices=devices)
+        self.bundles = StagedBundles(controller.post)
+        controller.bundles = self.bundles
+        self.bundles.at_start()
         if camera is None or (isinstance(camera, HotplugCamera) and not camera.present):
             controller.booth = replace(
                 controller.booth, missing=controller.booth.missing | {DeviceKind.CAMERA}
@@ -198,7 +209,54 @@ class BoothRuntime:
             await self.link.set_presence(*summary(controller.booth))
         await controller.settle()
         self.notifier.ready(f"{controller.booth.state.value}")
+        self._ready = True
+        self._spawn(self._report_status())
         return controller
+
+    def status(self) -> BoothStatus:
+        """What the updater needs to know: busy or idle, and whether this release came up well.
+
+        The self-check passes once the booth is ready and, if it has a hub,
+        the hub has welcomed it: a release that cannot reach its clinicians
+        is not healthy. Safe mode always fails it.
+        """
+        booth = self.controller.booth if self.controller is not None else None
+        if booth is None or not self._ready:
+            activity = "starting"
+        elif booth.emergency:
+            activity = "emergency"
+        elif booth.state is State.TECHNICIAN:
+            activity = "technician"
+        elif booth.in_visit or booth.door_open:
+            activity = "visit"
+        else:
+            activity = "idle"
+        if self.safe_mode or (self.controller is not None and not self.controller.healthy):
+            check = "fail"
+        elif self._ready and (self.link is None or self._welcomed):
+            check = "pass"
+        else:
+            check = "pending"
+        return BoothStatus(__version__, activity, self._ready, check)
+
+    async def _report_status(self) -> None:
+        """Keep ``$RUNTIME_DIRECTORY/status.json`` true (systemd's RuntimeDirectory=)."""
+        folder = os.environ.get("RUNTIME_DIRECTORY")
+        if not folder:
+            return  # not run by systemd: no updater is watching
+        path = Path(folder.split(":")[0]) / STATUS_FILE
+        last: BoothStatus | None = None
+        while not self._stopped.is_set():
+            if self.link is not None and self.link.connected:
+                self._welcomed = True
+            now = self.status()
+            if now != last:
+                try:
+                    await asyncio.to_thread(write_status, path, now)
+                    last = now
+                except OSError as exc:
+                    _log.warning("status file not written (%s)", type(exc).__name__)
+            await asyncio.sleep(STATUS_INTERVAL)
 
     async def _camera(self) -> Camera | None:
         """The configured camera (``[hardware] camera``); asking libcamera takes a while.
@@ -235,6 +293,8 @@ class BoothRuntime:
                 elif event.card is None or event.card == self._headset_card:
                     self._headset_card = None
                 self._spawn(self._apply_route())
+            elif event.kind is DeviceKind.STORAGE and added and self.bundles is not None:
+                self._spawn(self.bundles.after_insert())
             elif event.kind is DeviceKind.CAMERA and isinstance(camera, HotplugCamera):
                 if isinstance(event, DeviceAdded):
                     self._spawn(self._replug(camera, event))

@@ -24,6 +24,8 @@ from kiosk import logs
 from kiosk.config import BoothConfig
 from kiosk.session import (
     Booth,
+    BundleNews,
+    BundleState,
     Do,
     Effect,
     Event,
@@ -84,6 +86,21 @@ class MediaDevices(Protocol):
     async def open(self, audio_only: bool) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Bundles(Protocol):
+    """Hands a staged technician bundle to the privileged service that applies it."""
+
+    async def request_apply(self) -> bool:
+        """True once the request is made; the booth is restarted when the bundle is applied."""
+        ...
+
+
+class NoBundles:
+    """A booth with nowhere to send the request (not installed): applying fails, and says so."""
+
+    async def request_apply(self) -> bool:
+        return False
 
 
 @dataclass
@@ -177,6 +194,7 @@ class Controller:
         call: CallPort | None = None,
         devices: MediaDevices | None = None,
         alerts: StaffAlerts | None = None,
+        bundles: Bundles | None = None,
         booth: Booth | None = None,
     ) -> None:
         self.config = config
@@ -184,6 +202,7 @@ class Controller:
         self.call: CallPort = call or NoCall()
         self.devices: MediaDevices = devices or NoDevices()
         self.alerts: StaffAlerts = alerts or LocalStaffAlerts()
+        self.bundles: Bundles = bundles or NoBundles()
         self.booth = booth or initial(config.site.default_language)
         self.visit: Visit | None = None
         self.state_listeners: list[StateListener] = []
@@ -360,6 +379,12 @@ class Controller:
             self._spawn(self.devices.open(booth.audio_only))
         elif do is Do.CLOSE_DEVICES:
             self._spawn(self.devices.close())
+        elif do is Do.APPLY_BUNDLE:
+            self._spawn(self._apply_bundle())
+
+    async def _apply_bundle(self) -> None:
+        if not await self.bundles.request_apply():
+            self.post(BundleNews(BundleState.FAILED))
 
     async def _wipe(self) -> None:
         """Drop the visit: devices closed, visit object gone, then tell the machine."""

@@ -17,7 +17,7 @@ from enum import StrEnum
 from kiosk import texts
 from kiosk.config import BoothConfig
 from kiosk.i18n import Translator, language_name
-from kiosk.session import Booth, Intent, Message, State
+from kiosk.session import Booth, BundleState, Intent, Message, State
 
 CODE_MAX = 12
 PIN_MAX = 8
@@ -193,6 +193,8 @@ class Context:
     waited_minutes: int = 0
     clinician_muted: bool = False  # as the clinician's console last told the booth
     clinician_camera_off: bool = False
+    bundle_summary: str = ""  # the stage service's words on a USB bundle (technician only)
+    bundle_reason: str = ""
 
 
 def _translator(booth: Booth, ctx: Context) -> Translator:
@@ -335,14 +337,18 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
     if s is State.ATTRACT:
         a = texts.ATTRACT
         start = _act(t, a.start, Intent.START)
-        return replace(
-            v,
-            layout=Layout.ATTRACT,
-            title=t(a.title),
-            body=tuple(t(x) for x in a.body),
-            actions=(start,),
-            touch_anywhere=start,
-            spoken=t.spoken(a.spoken),
+        return _bundle_notice(
+            booth,
+            t,
+            replace(
+                v,
+                layout=Layout.ATTRACT,
+                title=t(a.title),
+                body=tuple(t(x) for x in a.body),
+                actions=(start,),
+                touch_anywhere=start,
+                spoken=t.spoken(a.spoken),
+            ),
         )
     if s is State.NOTICE:
         n = texts.NOTICE
@@ -480,19 +486,43 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
         )
     if s is State.OUT_OF_SERVICE:
         o = texts.OUT_OF_SERVICE
-        return replace(
-            v,
-            layout=Layout.EMERGENCY,
-            title=t(o.title),
-            body=tuple(t(x) for x in o.body),
-            spoken=t.spoken(o.spoken),
+        return _bundle_notice(
+            booth,
+            t,
+            replace(
+                v,
+                layout=Layout.EMERGENCY,
+                title=t(o.title),
+                body=tuple(t(x) for x in o.body),
+                spoken=t.spoken(o.spoken),
+            ),
         )
     # TECHNICIAN: unlocked already (the PIN was asked before the state machine heard of it).
     tt = texts.TECHNICIAN
     actions = [_act(t, tt.exit, Intent.EXIT_TECHNICIAN, Style.SECONDARY)]
+    notes: tuple[str, ...] = ()
+    match booth.bundle:
+        case BundleState.READY:
+            notes = (t(tt.bundle_ready, summary=ctx.bundle_summary),)
+            actions.insert(0, _act(t, tt.apply_bundle, Intent.APPLY_BUNDLE))
+            actions.insert(1, _act(t, tt.dismiss, Intent.DISMISS_BUNDLE, Style.SECONDARY))
+        case BundleState.REFUSED | BundleState.FAILED:
+            note = tt.bundle_refused if booth.bundle is BundleState.REFUSED else tt.bundle_failed
+            notes = (t(note, reason=ctx.bundle_reason),)
+            actions.insert(0, _act(t, tt.dismiss, Intent.DISMISS_BUNDLE, Style.SECONDARY))
+        case BundleState.APPLYING:
+            notes = (t(tt.bundle_applying),)
     if booth.emergency:
         actions.insert(0, _act(t, tt.clear_emergency, Intent.CLEAR_EMERGENCY, Style.DANGER))
-    return replace(v, title=t(tt.title), actions=tuple(actions))
+    return replace(v, title=t(tt.title), body=notes, actions=tuple(actions))
+
+
+def _bundle_notice(booth: Booth, t: Translator, v: View) -> View:
+    """Between visits, a technician's stick is announced; technician mode (the hidden gesture
+    and the PIN) is where it is applied, so a resident is offered nothing to press."""
+    if booth.bundle not in (BundleState.READY, BundleState.REFUSED):
+        return v
+    return replace(v, banner=t(texts.ATTRACT.bundle_found))
 
 
 def _call(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> View:

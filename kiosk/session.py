@@ -77,6 +77,8 @@ class Intent(StrEnum):
     DONE = "done"
     CLEAR_EMERGENCY = "clear_emergency"  # technician mode only
     EXIT_TECHNICIAN = "exit_technician"
+    APPLY_BUNDLE = "apply_bundle"  # technician mode only: a staged USB bundle
+    DISMISS_BUNDLE = "dismiss_bundle"  # technician mode only
 
 
 class Timer(StrEnum):
@@ -116,6 +118,7 @@ class Do(StrEnum):
     MICROPHONE_OFF = "microphone_off"
     CAMERA_ON = "camera_on"
     CAMERA_OFF = "camera_off"
+    APPLY_BUNDLE = "apply_bundle"
     START_TIMER = "start_timer"  # detail: Timer
     CANCEL_TIMER = "cancel_timer"  # detail: Timer
 
@@ -202,6 +205,22 @@ class TechnicianUnlocked:
     """A technician gave the right PIN behind the hidden gesture."""
 
 
+class BundleState(StrEnum):
+    """A technician's USB bundle, as the privileged stage service found it."""
+
+    READY = "ready"  # verified and staged: a technician may apply it
+    REFUSED = "refused"  # unsigned, tampered, malformed: the technician screen says why
+    APPLYING = "applying"  # asked for; the booth is restarted when it is applied
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BundleNews:
+    """The stage service's word on a USB stick's bundle."""
+
+    state: BundleState
+
+
 SessionEvent = (
     Touch
     | EmergencyCleared
@@ -213,6 +232,7 @@ SessionEvent = (
     | Timeout
     | WipeDone
     | TechnicianUnlocked
+    | BundleNews
 )
 Event = SessionEvent | HardwareEvent
 
@@ -245,6 +265,7 @@ class Booth:
     audio_only: bool = False
     muted: bool = False
     headset: bool = False
+    bundle: BundleState | None = None
     message: Message | None = None
 
     @property
@@ -568,6 +589,19 @@ def _emergency_wipe_done(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
 
 In = Intent
 S = State
+def _apply_bundle(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
+    """Only a technician (PIN given) applies a staged bundle, and only one that was verified."""
+    if b.bundle is not BundleState.READY:
+        return b, []
+    return replace(b, bundle=BundleState.APPLYING), [_fx(Do.APPLY_BUNDLE)]
+
+
+def _dismiss_bundle(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
+    if b.bundle is None or b.bundle is BundleState.APPLYING:
+        return b, []
+    return replace(b, bundle=None), []
+
+
 TABLE: dict[tuple[State, object], Handler] = {
     # state               trigger                         handler
     (S.ATTRACT, In.START): _start,
@@ -613,6 +647,8 @@ TABLE: dict[tuple[State, object], Handler] = {
     (S.TECHNICIAN, In.CLEAR_EMERGENCY): _clear_emergency,
     (S.TECHNICIAN, EmergencyCleared): _clear_emergency,
     (S.TECHNICIAN, In.EXIT_TECHNICIAN): _exit_technician,
+    (S.TECHNICIAN, In.APPLY_BUNDLE): _apply_bundle,
+    (S.TECHNICIAN, In.DISMISS_BUNDLE): _dismiss_bundle,
 }
 # Rows every pre-call step shares: cancel, and the idle warning and reset.
 for _s in IDLE_STATES:
@@ -696,7 +732,10 @@ def _availability(b: Booth, fx: list[Effect]) -> tuple[Booth, list[Effect]]:
 
 def _on_device(b: Booth, kind: DeviceKind, present: bool) -> tuple[Booth, list[Effect]]:
     if kind is DeviceKind.STORAGE:
-        return b, []  # technician bundles are handled outside the visit
+        # The stick itself matters only to the stage service; a refusal is forgotten with it.
+        if not present and b.bundle is BundleState.REFUSED:
+            return replace(b, bundle=None), []
+        return b, []
     if kind is DeviceKind.HEADSET:
         return _availability(replace(b, headset=present), []) if b.headset != present else (b, [])
     missing = b.missing - {kind} if present else b.missing | {kind}
@@ -780,6 +819,8 @@ def _global(b: Booth, e: Event) -> tuple[Booth, list[Effect]] | None:
             return _on_fault(b, device, True)
         case HardwareRestored(device=device):
             return _on_fault(b, device, False)
+        case BundleNews(state=state):
+            return (replace(b, bundle=state), []) if b.bundle is not state else (b, [])
     return None
 
 

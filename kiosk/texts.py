@@ -87,7 +87,8 @@ def NP_(singular: str, plural: str) -> Plural:  # noqa: N802 - gettext marker na
 
 
 PLACEHOLDERS: Final = frozenset(
-    {"emergency_number", "crisis_number", "staff", "minutes", "seconds"}
+    # summary and reason: a technician's USB bundle, in the stage service's words.
+    {"emergency_number", "crisis_number", "staff", "minutes", "seconds", "summary", "reason"}
 )
 
 
@@ -149,6 +150,7 @@ class MessageText:
 class AttractText(ScreenText):
     start: str
     choose_language: str
+    bundle_found: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +252,12 @@ class TechnicianText(ScreenText):
     exit: str
     wrong_pin: str
     locked: Plural
+    bundle_ready: str
+    apply_bundle: str
+    bundle_refused: str
+    bundle_applying: str
+    bundle_failed: str
+    dismiss: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +314,7 @@ ATTRACT: Final = AttractText(
     body=(N_("You do not need an appointment."),),
     start=N_("Touch anywhere to start"),
     choose_language=COMMON.choose_language,
+    bundle_found=N_("A technician's USB stick is in the booth."),
     spoken=N_(
         "Welcome. You can have a free, private video visit with a health professional. "
         "Touch the screen to start."
@@ -378,15 +387,12 @@ DEVICE_CHECK: Final = DeviceCheckText(
     audio_only=N_("Continue with audio only"),
     try_again=N_("Try again"),
     cancel=COMMON.cancel,
-    camera_fault=N_("The camera is not working. You can still have your visit with sound only."),
+    camera_fault=N_("The camera is not working. Your visit can be sound only."),
     camera_fault_spoken=N_(
         "The camera is not working. You can still have your visit with sound only. "
         "Touch Continue with audio only."
     ),
-    microphone_fault=N_(
-        "The microphone is not picking up any sound. Please ask {staff} for help, "
-        "or plug in a headset."
-    ),
+    microphone_fault=N_("The microphone hears nothing. Ask {staff}, or plug in a headset."),
     microphone_fault_spoken=N_(
         "The microphone is not picking up any sound. Please ask {staff} for help, "
         "or plug in a headset."
@@ -509,6 +515,12 @@ TECHNICIAN: Final = TechnicianText(
         "Too many tries. Locked for {minutes} minute.",
         "Too many tries. Locked for {minutes} minutes.",
     ),
+    bundle_ready=N_("A signed technician bundle is on the USB stick: {summary}"),
+    apply_bundle=N_("Apply the bundle"),
+    bundle_refused=N_("The bundle on the USB stick was refused: {reason}"),
+    bundle_applying=N_("Applying the bundle. The booth will restart by itself."),
+    bundle_failed=N_("The bundle could not be applied: {reason}"),
+    dismiss=N_("Dismiss"),
 )
 
 SCREENS: Final[Mapping[State, ScreenText]] = MappingProxyType(

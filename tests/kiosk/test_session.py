@@ -30,6 +30,8 @@ from kiosk.session import (
     CALL_STATES,
     PRIVATE_PRE_CALL,
     Booth,
+    BundleNews,
+    BundleState,
     CallEnded,
     ClinicianAnswered,
     CodeRefused,
@@ -73,6 +75,9 @@ REPRESENTATIVES: dict[str, Booth] = {
     "out_of_service": Booth(state=State.OUT_OF_SERVICE, network_up=False),
     "technician": Booth(state=State.TECHNICIAN, resume=State.ATTRACT),
     "technician(emergency)": Booth(state=State.TECHNICIAN, resume=State.ATTRACT, emergency=True),
+    "technician+bundle": Booth(
+        state=State.TECHNICIAN, resume=State.ATTRACT, bundle=BundleState.READY
+    ),
 }
 
 EVENTS: list[Event] = [
@@ -93,6 +98,7 @@ EVENTS: list[Event] = [
     HardwareFault("door", "cut"),
     HardwareFault("emergency_button", "short"),
     HardwareRestored("door"),
+    BundleNews(BundleState.READY),
     HardwareFault("camera", "frozen"),
     HardwareRestored("camera"),
     HardwareFault("microphone", "silent"),

@@ -14,8 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from hardware.events import DeviceKind
 from kiosk.presenter import Local, UiState
-from kiosk.session import Booth, State
+from kiosk.session import Booth, BundleState, State
 from tests.kiosk.test_session import REPRESENTATIVES
 from tests.kiosk.ui.harness import Pilot, booth_config, run_booth
 
@@ -39,6 +40,18 @@ PANELS: dict[str, tuple[Booth, UiState]] = {
     "waiting+network_down": (Booth(state=State.WAITING, network_up=False), UiState()),
     "attract+large+contrast": (Booth(), UiState(large_text=True, high_contrast=True)),
     "notice+large_text": (Booth(state=State.NOTICE), UiState(large_text=True)),
+    "attract+bundle_found": (Booth(bundle=BundleState.READY), UiState()),
+    "out_of_service+bundle_refused": (
+        Booth(state=State.OUT_OF_SERVICE, network_up=False, bundle=BundleState.REFUSED),
+        UiState(),
+    ),
+    "device_check+broken_camera_and_microphone": (
+        Booth(
+            state=State.DEVICE_CHECK,
+            broken=frozenset({DeviceKind.CAMERA, DeviceKind.MICROPHONE}),
+        ),
+        UiState(),
+    ),
 }
 
 

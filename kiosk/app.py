@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,12 +54,16 @@ from kiosk.errors import HardwareError
 from kiosk.link_health import LinkHealth
 from kiosk.media import LocalMedia
 from kiosk.presence import summary
-from kiosk.session import Booth, State, initial
+from kiosk.session import Booth, State, UpdateHold, initial
 from provisioning.update.booth_status import BoothStatus, write_status
 
 _log = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0
 STATUS_FILE = "status.json"
+HOLD_FILE = "update-hold"
+"""Written by the updater beside the status file: hold new visits off, a release is coming."""
+HOLD_MAX_AGE = 600.0
+"""Seconds after which a hold the updater left behind (it crashed) no longer holds the booth."""
 WATCH_INTERVAL = 0.5
 """Seconds between looks at what the open camera and microphone deliver."""
 STATUS_INTERVAL = 1.0
@@ -229,6 +234,8 @@ class BoothRuntime:
             activity = "technician"
         elif booth.in_visit or booth.door_open:
             activity = "visit"
+        elif booth.updating:
+            activity = "held"
         else:
             activity = "idle"
         if self.safe_mode or (self.controller is not None and not self.controller.healthy):
@@ -238,6 +245,19 @@ class BoothRuntime:
         else:
             check = "pending"
         return BoothStatus(__version__, activity, self._ready, check)
+
+    def _follow_hold(self, hold: Path) -> None:
+        """Ask the visit to hold (again, until it can) while the updater's hold file stands."""
+        controller = self.controller
+        if controller is None:
+            return
+        try:
+            age = time.time() - hold.stat().st_mtime
+            wanted = age < HOLD_MAX_AGE
+        except OSError:
+            wanted = False
+        if wanted != controller.booth.updating:
+            controller.post(UpdateHold(wanted))
 
     async def _report_status(self) -> None:
         """Keep ``$RUNTIME_DIRECTORY/status.json`` true (systemd's RuntimeDirectory=)."""
@@ -249,6 +269,7 @@ class BoothRuntime:
         while not self._stopped.is_set():
             if self.link is not None and self.link.connected:
                 self._welcomed = True
+            self._follow_hold(path.with_name(HOLD_FILE))
             now = self.status()
             if now != last:
                 try:

@@ -486,6 +486,9 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
         )
     if s is State.OUT_OF_SERVICE:
         o = texts.OUT_OF_SERVICE
+        lines = [t(x) for x in o.body]
+        if booth.updating:
+            lines[0] = t(o.updating)
         return _bundle_notice(
             booth,
             t,
@@ -493,7 +496,7 @@ def _screen(booth: Booth, ui: UiState, ctx: Context, t: Translator, v: View) -> 
                 v,
                 layout=Layout.EMERGENCY,
                 title=t(o.title),
-                body=tuple(t(x) for x in o.body),
+                body=tuple(lines),
                 spoken=t.spoken(o.spoken),
             ),
         )

@@ -215,6 +215,13 @@ class BundleState(StrEnum):
 
 
 @dataclass(frozen=True)
+class UpdateHold:
+    """The updater asks the booth to stay out of use while it switches releases (or lets go)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class BundleNews:
     """The stage service's word on a USB stick's bundle."""
 
@@ -233,6 +240,7 @@ SessionEvent = (
     | WipeDone
     | TechnicianUnlocked
     | BundleNews
+    | UpdateHold
 )
 Event = SessionEvent | HardwareEvent
 
@@ -266,6 +274,7 @@ class Booth:
     muted: bool = False
     headset: bool = False
     bundle: BundleState | None = None
+    updating: bool = False  # held out of use for a release switch (between visits only)
     message: Message | None = None
 
     @property
@@ -296,7 +305,9 @@ class Booth:
 
     @property
     def problem(self) -> str | None:
-        """Why no new visit can start: ``hardware``, ``network`` or None."""
+        """Why no new visit can start: ``updating``, ``hardware``, ``network`` or None."""
+        if self.updating:
+            return "updating"
         if self.faults:
             return "hardware"
         if not self.headset and any(d in self.missing for d in AUDIO_DEVICES):
@@ -780,6 +791,20 @@ def _on_broken(b: Booth, kind: DeviceKind, failed: bool) -> tuple[Booth, list[Ef
     return _camera_changed(b, replace(b, broken=broken))
 
 
+def _on_update_hold(b: Booth, on: bool) -> tuple[Booth, list[Effect]]:
+    """Held only between visits: a resident in the booth is never cut off for an update.
+
+    Asked during a visit, the booth carries on (the updater waits, and asks again);
+    asked while idle, new visits wait behind the out-of-service screen until the
+    updater restarts the booth or lets go.
+    """
+    if on == b.updating:
+        return b, []
+    if on and (b.state not in (State.ATTRACT, State.OUT_OF_SERVICE) or b.emergency):
+        return b, []
+    return _availability(replace(b, updating=on), [])
+
+
 def _on_fault(b: Booth, device: str, failed: bool) -> tuple[Booth, list[Effect]]:
     if device in DELIVERING_DEVICES:
         return _on_broken(b, DELIVERING_DEVICES[device], failed)
@@ -821,6 +846,8 @@ def _global(b: Booth, e: Event) -> tuple[Booth, list[Effect]] | None:
             return _on_fault(b, device, False)
         case BundleNews(state=state):
             return (replace(b, bundle=state), []) if b.bundle is not state else (b, [])
+        case UpdateHold(on=on):
+            return _on_update_hold(b, on)
     return None
 
 

@@ -201,6 +201,13 @@ class DeviceCheckText(ScreenText):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutOfServiceText(ScreenText):
+    """``updating`` replaces "try again later" while a new release is switched in."""
+
+    updating: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class WaitingText(ScreenText):
     waited: Plural
     cancel: str
@@ -493,7 +500,8 @@ EMERGENCY: Final = EmergencyText(
     ),
 )
 
-OUT_OF_SERVICE: Final = ScreenText(
+OUT_OF_SERVICE: Final = OutOfServiceText(
+    updating=N_("The booth is updating. Please try again in a few minutes."),
     title=N_("Sorry, this booth cannot make visits right now"),
     body=(N_("Please try again later."), N_("If you need help, ask {staff}."), *SAFETY.lines),
     spoken=N_(

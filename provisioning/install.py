@@ -160,6 +160,8 @@ class Options:
     dry_run: bool = False
     provisioning_keys: tuple[Path, ...] = ()
     """Public keys USB provisioning bundles must be signed with (``bundle keygen``'s .pub)."""
+    trust: Path | None = None
+    """A release bundle's ``trust/`` folder (the update repository's root and address)."""
 
     @property
     def on_booth(self) -> bool:
@@ -572,6 +574,14 @@ def _install_release(opts: Options, folder: Path, release: Release) -> None:
     }
     if release.sha256 is None:
         del marker["wheel_sha256"]
+    if opts.trust is not None:
+        # What the updater trusts from this release on: read-only, like the release.
+        from provisioning.update.bundle import TRUST_DIR
+
+        trust = folder / TRUST_DIR
+        trust.mkdir(parents=True, exist_ok=True)
+        for item in sorted(opts.trust.iterdir()):
+            _atomic_write(trust / item.name, item.read_bytes(), 0o444)
     _atomic_write(folder / RELEASE_MARKER, (json.dumps(marker, indent=1) + "\n").encode(), 0o644)
 
 
@@ -845,6 +855,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--source", type=Path, metavar="DIR", help="build the booth's wheel from this checkout"
     )
+    what.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="FILE.tar",
+        help="a release bundle (`kiosk-provision release bundle`): all its wheels, offline, "
+        "and the update repository it trusts",
+    )
     parser.add_argument(
         "--python",
         type=Path,
@@ -882,7 +899,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        return _run_bundle(args)
+    return _run_install(args)
+
+
+def _run_bundle(args: argparse.Namespace) -> int:
+    """Install from a release bundle: checked like the updater checks one, then its wheels."""
+    from provisioning.update import UpdateError
+    from provisioning.update.bundle import extract_bundle
+
+    with tempfile.TemporaryDirectory(prefix="kiosk-bundle-") as tmp:
+        try:
+            extract_bundle(Path(os.path.abspath(args.bundle)), Path(tmp))
+        except UpdateError as exc:
+            raise InstallError(f"--bundle {args.bundle}: {exc}") from None
+        args.wheels = sorted(str(w) for w in Path(tmp, "wheels").glob("*.whl"))
+        args.offline = True
+        return _run_install(args, trust=Path(tmp) / "trust")
+
+
+def _run_install(args: argparse.Namespace, trust: Path | None = None) -> int:
     opts = Options(
+        trust=trust,
         root=Path(os.path.abspath(args.root)),
         wheels=tuple(Path(os.path.abspath(w)) for w in args.wheels),
         source=None if args.source is None else Path(os.path.abspath(args.source)),

@@ -26,7 +26,7 @@ from typing import Final
 
 from provisioning.update.fsio import write_atomic
 
-ACTIVITIES: Final = ("idle", "visit", "emergency", "technician", "starting")
+ACTIVITIES: Final = ("idle", "visit", "emergency", "technician", "starting", "held")
 SELF_CHECKS: Final = ("pass", "fail", "pending")
 MAX_BYTES: Final = 4096
 

@@ -395,3 +395,53 @@ def test_help_lists_install(capfd: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capfd, "install", "--help")
     assert code == 0
     assert "--dry-run" in out and "--root DIR" in out and "--wheel PATH" in out
+
+
+# ---------------------------------------------------------------- from a release bundle
+
+
+def _release_bundle(wheel: Path, out: Path) -> Path:
+    from kiosk import __version__
+    from provisioning.update.bundle import make_bundle
+
+    source = {"metadata_url": "https://updates.example.org/m/", "targets_url": "https://u/t/"}
+    make_bundle([wheel], __version__, out, b'{"signed": "root"}\n', source)
+    return out
+
+
+def test_a_release_bundle_installs_with_the_update_trust_it_carries(
+    wheel: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from kiosk import __version__
+    from provisioning.update.bundle import ROOT_FILE, SOURCE_FILE, TRUST_DIR
+
+    bundle = _release_bundle(wheel, tmp_path / "release.tar")
+    root = tmp_path / "root"
+    root.mkdir()
+    code, out, err = run(
+        capfd, "install", "--root", str(root), "--bundle", str(bundle),
+        "--python", str(PYTHON), "--no-deps",
+    )  # fmt: skip
+    assert code == 0, err
+    release = Layout(root).release(__version__)
+    trust = release / TRUST_DIR
+    assert (trust / ROOT_FILE).read_bytes() == b'{"signed": "root"}\n'
+    assert json.loads((trust / SOURCE_FILE).read_text())["metadata_url"].startswith("https://")
+    assert stat.S_IMODE((trust / ROOT_FILE).stat().st_mode) == 0o444
+    assert os.readlink(Layout(root).current) == f"releases/{__version__}"
+
+
+def test_a_tampered_release_bundle_is_refused_naming_the_option(
+    wheel: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bundle = _release_bundle(wheel, tmp_path / "release.tar")
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a byte inside the wheel
+    bundle.write_bytes(bytes(data))
+    root = tmp_path / "root"
+    code, out, err = run(
+        capfd, "install", "--root", str(root), "--bundle", str(bundle),
+        "--python", str(PYTHON), "--no-deps",
+    )  # fmt: skip
+    assert code == 1 and f"--bundle {bundle}" in err, err
+    assert not (root / "opt").exists()

@@ -41,6 +41,7 @@ PANELS: dict[str, tuple[Booth, UiState]] = {
     "attract+large+contrast": (Booth(), UiState(large_text=True, high_contrast=True)),
     "notice+large_text": (Booth(state=State.NOTICE), UiState(large_text=True)),
     "attract+bundle_found": (Booth(bundle=BundleState.READY), UiState()),
+    "out_of_service+updating": (Booth(state=State.OUT_OF_SERVICE, updating=True), UiState()),
     "out_of_service+bundle_refused": (
         Booth(state=State.OUT_OF_SERVICE, network_up=False, bundle=BundleState.REFUSED),
         UiState(),

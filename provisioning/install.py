@@ -64,6 +64,13 @@ DEFAULT_PYTHON = Path("/usr/bin/python3")
 """Debian's Python: the one whose dist-packages hold picamera2, libcamera and lgpio."""
 REPO_UNITS = Path(__file__).resolve().parents[1] / "systemd"
 """``systemd/`` beside this package, in a checkout or an editable install."""
+INSTALLED_UNITS = Path(sys.prefix) / "share" / "telehealth-kiosk" / "systemd"
+"""The same files as an installed wheel carries them (``data-files`` in pyproject.toml)."""
+
+
+def default_units() -> Path:
+    """A checkout's ``systemd/`` when there is one, else the installed release's copy."""
+    return REPO_UNITS if REPO_UNITS.is_dir() else INSTALLED_UNITS
 
 APT_ALWAYS = ("cage", "python3-venv", "pipewire", "wireplumber", "libspa-0.2-modules")
 APT_PI_ONLY = ("python3-lgpio", "python3-picamera2")
@@ -154,7 +161,7 @@ class Options:
     wheels: tuple[Path, ...] = ()
     source: Path | None = None
     python: Path = DEFAULT_PYTHON
-    units: Path = REPO_UNITS
+    units: Path = field(default_factory=default_units)
     no_deps: bool = False
     offline: bool = False
     dry_run: bool = False
@@ -872,9 +879,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--units",
         type=Path,
-        default=REPO_UNITS,
+        default=None,
         metavar="DIR",
-        help="the systemd/ folder to install from (default: the one beside this tool)",
+        help="the systemd/ folder to install from (default: this tool's own copy)",
     )
     parser.add_argument(
         "--no-deps",
@@ -926,7 +933,7 @@ def _run_install(args: argparse.Namespace, trust: Path | None = None) -> int:
         wheels=tuple(Path(os.path.abspath(w)) for w in args.wheels),
         source=None if args.source is None else Path(os.path.abspath(args.source)),
         python=Path(os.path.abspath(args.python)),
-        units=Path(os.path.abspath(args.units)),
+        units=Path(os.path.abspath(args.units)) if args.units else default_units(),
         no_deps=args.no_deps,
         offline=args.offline,
         dry_run=args.dry_run,

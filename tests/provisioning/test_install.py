@@ -39,7 +39,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for package in ("kiosk", "hardware", "provisioning", "clinic"):
+    for package in ("kiosk", "hardware", "provisioning", "clinic", "systemd"):
         shutil.copytree(
             REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -445,3 +445,17 @@ def test_a_tampered_release_bundle_is_refused_naming_the_option(
     )  # fmt: skip
     assert code == 1 and f"--bundle {bundle}" in err, err
     assert not (root / "opt").exists()
+
+
+def test_an_installed_release_carries_the_units_to_install_from(
+    installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A booth installed from a wheel can install and repair itself with no source checkout."""
+    from kiosk import __version__
+    from provisioning import install as install_module
+
+    shipped = Layout(installed).release(__version__) / "share" / "telehealth-kiosk" / "systemd"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in UNITS.iterdir())
+    assert install_module.default_units() == install_module.REPO_UNITS  # in a checkout
+    monkeypatch.setattr(install_module, "REPO_UNITS", Path("/nonexistent/systemd"))
+    assert install_module.default_units() == install_module.INSTALLED_UNITS  # in a release

@@ -143,7 +143,10 @@ class EndReason(StrEnum):
 
 
 class AlertKind(StrEnum):
-    EMERGENCY = "emergency"
+    """What an alert is about, which decides how loudly consoles show it."""
+
+    EMERGENCY = "emergency"  # the emergency button was held: an alarm until acknowledged
+    UPDATES_BLOCKED = "updates_blocked"  # updates have failed for days: a quiet notice
 
 
 class AlertStatus(StrEnum):
@@ -901,16 +904,18 @@ class CallEnded(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Alert(Message):
-    """The emergency button was held: from the booth (retried until received) to consoles."""
+    """Staff must act: from the booth (retried until received) to consoles, until acknowledged."""
 
     TYPE: ClassVar[str] = "alert"
     SENDERS: ClassVar[frozenset[Sender]] = frozenset({"booth", "hub"})
     alert_id: AlertId
     """Chosen by the booth, the same on every retry, so the hub keeps one alert."""
     booth_id: BoothId
-    """The booth whose button was held."""
+    """The booth that raised it."""
     kind: AlertKind
-    """What happened."""
+    """What happened: ``emergency``, the emergency button was held (send help; consoles sound an
+    alarm until acknowledged); ``updates_blocked``, the booth's updates have failed for days (a
+    technician should check its network and clock; a maintenance notice, no alarm)."""
     raised_at: UtcTime
     """When, by the booth's clock (which may be wrong: a Pi has no RTC)."""
     site: Site

@@ -421,8 +421,9 @@ class Hub:
             self.clock(),
         )
         log.warning(
-            "ALERT %s from booth %s (%s)",
+            "ALERT %s (%s) from booth %s (%s)",
             message.alert_id,
+            message.kind.value,
             booth.booth_id,
             "new" if first else "repeated",
         )

@@ -8,6 +8,7 @@ real GPIO code, and a pipe-backed udev monitor. Nothing else changes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from clinic.protocol import AlertKind
 from hardware import udev
 from hardware.audio import (
     EC_SINK,
@@ -63,6 +65,11 @@ STATUS_FILE = "status.json"
 HOLD_FILE = "update-hold"
 """Written by the updater beside the status file: hold new visits off, a release is coming."""
 HOLD_MAX_AGE = 600.0
+UPDATES_CHECK = 300.0
+"""Seconds between looks at the updater's state for "updates impossible for days"."""
+UPDATE_STATE = Path("/var/lib/telehealth-kiosk-update/state.json")
+"""The updater's state file (readable by the booth); ``UPDATE_STATE_FILE`` overrides it."""
+ALERTED_FILE = "updates-alerted"
 """Seconds after which a hold the updater left behind (it crashed) no longer holds the booth."""
 WATCH_INTERVAL = 0.5
 """Seconds between looks at what the open camera and microphone deliver."""
@@ -216,6 +223,7 @@ class BoothRuntime:
         self.notifier.ready(f"{controller.booth.state.value}")
         self._ready = True
         self._spawn(self._report_status())
+        self._spawn(self._watch_updates())
         return controller
 
     def status(self) -> BoothStatus:
@@ -245,6 +253,28 @@ class BoothRuntime:
         else:
             check = "pending"
         return BoothStatus(__version__, activity, self._ready, check)
+
+    async def _watch_updates(self, first: float = 60.0) -> None:
+        """Tell staff, through the hub, when the updater has been unable to update for days.
+
+        TUF can see that updates are blocked (a frozen mirror, a wrong clock) but
+        cannot prevent it; people can. One alert for each run of failures (named
+        by when it began), remembered in the state folder across restarts.
+        """
+        path = Path(os.environ.get("UPDATE_STATE_FILE") or UPDATE_STATE)
+        state_dir = os.environ.get("STATE_DIRECTORY")
+        alerted = Path(state_dir.split(":")[0]) / ALERTED_FILE if state_dir else None
+        await asyncio.sleep(first)
+        while not self._stopped.is_set():
+            since = _blocked_since(path)
+            if since is not None and self.link is not None:
+                before = _read_small(alerted) if alerted is not None else None
+                if before != since:
+                    self.link.alert(AlertKind.UPDATES_BLOCKED.value)
+                    logs.log_event("updates_blocked")
+                    if alerted is not None:
+                        await asyncio.to_thread(_write_small, alerted, since)
+            await asyncio.sleep(UPDATES_CHECK)
 
     def _follow_hold(self, hold: Path) -> None:
         """Ask the visit to hold (again, until it can) while the updater's hold file stands."""
@@ -491,3 +521,29 @@ def _usb_camera() -> Camera | None:
 
     node = usb_camera_node(list_video_devices())
     return UsbCamera(node) if node is not None else None
+
+
+def _blocked_since(path: Path) -> str | None:
+    """When updates became impossible, if the updater says it is time to alert; else None."""
+    try:
+        with path.open("rb") as f:
+            data = json.loads(f.read(64 * 1024))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("alert") is not True:
+        return None
+    since = data.get("impossible_since")
+    return since[:64] if isinstance(since, str) and since else "unknown"
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")[:64]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_small(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -134,6 +134,7 @@ _EVENTS: dict[str, EventSpec] = {
     "hub_not_configured": EventSpec({}, _W),
     "camera_missing": EventSpec({"choice": Kind.WORD}, _W),
     "audio_routed": EventSpec({"headset": Kind.BOOL, "echo_cancelled": Kind.BOOL}),
+    "updates_blocked": EventSpec({}, _W),
     "emergency_raised": EventSpec({}, _W),
     "emergency_cleared": EventSpec({}, _W),
     "watchdog_late": EventSpec({"lag_ms": Kind.INT}, _W),

@@ -29,6 +29,12 @@
     unknown_call: "The hub no longer knows this call.",
     unknown_alert: "That alert was already acknowledged.",
   };
+  // Alert kinds that are maintenance notices: listed apart, no alarm. Any other kind, even one
+  // this page does not know, is an emergency.
+  const MAINTENANCE = {
+    updates_blocked:
+      "Updates for this booth have failed for days: a technician should check its network and clock.",
+  };
   // At most this long gathering before answering, whatever is still pending (a TURN server one
   // interface cannot reach never finishes). Well under the booth's re-offer (4 s) and stall (5 s)
   // timers, both counted from its offer: an answer later than those meets a newer offer and
@@ -138,6 +144,7 @@
         render();
         break;
       case "alert":
+        if (!isEmergency(message) && !state.alerts.has(message.alert_id)) chime();
         state.alerts.set(message.alert_id, message);
         renderAlerts();
         break;
@@ -465,7 +472,17 @@
 
   // ----------------------------------------------------------------- alerts
 
-  const alarm = { context: null, timer: null, beeps: 0 };
+  const alarm = { context: null, timer: null, beeps: 0, chimes: 0 };
+
+  function isEmergency(alert) {
+    return !Object.hasOwn(MAINTENANCE, alert.kind);
+  }
+
+  function emergencyCount() {
+    let count = 0;
+    for (const alert of state.alerts.values()) if (isEmergency(alert)) count += 1;
+    return count;
+  }
 
   function audioContext() {
     if (!alarm.context) {
@@ -501,8 +518,42 @@
     alarm.beeps += 1;
   }
 
+  function chime() {
+    // One soft tone for a new maintenance notice: never repeated, never over the alarm, and
+    // dropped rather than played late if the browser holds sound back.
+    const context = audioContext();
+    if (!context || alarm.timer !== null) return;
+    if (context.state === "running") {
+      playChime(context);
+      return;
+    }
+    const asked = Date.now();
+    context
+      .resume()
+      .then(() => {
+        const late = Date.now() - asked > 2000;
+        if (context.state === "running" && alarm.timer === null && !late) playChime(context);
+      })
+      .catch(() => {});
+  }
+
+  function playChime(context) {
+    const t = context.currentTime;
+    const oscillator = context.createOscillator();
+    const gain = context.createGain();
+    oscillator.type = "sine";
+    oscillator.frequency.value = 523;
+    gain.gain.setValueAtTime(0.0001, t);
+    gain.gain.exponentialRampToValueAtTime(0.1, t + 0.03);
+    gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.5);
+    oscillator.connect(gain).connect(context.destination);
+    oscillator.start(t);
+    oscillator.stop(t + 0.52);
+    alarm.chimes += 1;
+  }
+
   function updateAlarm() {
-    const sounding = state.alerts.size > 0;
+    const sounding = emergencyCount() > 0;
     if (sounding && alarm.timer === null) {
       alarm.timer = setInterval(beep, BEEP_EVERY_MS);
       beep();
@@ -629,15 +680,20 @@
 
   function renderAlerts() {
     const list = el("alerts-list");
+    const maintenance = el("maintenance-list");
     list.replaceChildren();
+    maintenance.replaceChildren();
     for (const alert of state.alerts.values()) {
+      const urgent = isEmergency(alert);
       const item = document.createElement("li");
       item.dataset.testid = "alert";
       item.dataset.alertId = alert.alert_id;
+      item.dataset.kind = urgent ? "emergency" : "maintenance";
       const booth = boothById(alert.booth_id);
       // Each part in its own element, joined by punctuation so it also reads as a sentence.
       const parts = [
-        ["alert-kind", `${alert.kind.toUpperCase()}:`, " "],
+        ["alert-kind", urgent ? `${alert.kind.toUpperCase()}:` : "Maintenance:", " "],
+        ...(urgent ? [] : [["alert-what", MAINTENANCE[alert.kind], " "]]),
         ["alert-site", alert.site.name, ", "],
         ["alert-address", alert.site.street_address, ", "],
         ["alert-room", alert.site.room, ". "],
@@ -658,10 +714,11 @@
       button.disabled = acking;
       button.addEventListener("click", () => acknowledge(alert.alert_id));
       item.appendChild(button);
-      list.appendChild(item);
+      (urgent ? list : maintenance).appendChild(item);
     }
-    const count = state.alerts.size;
+    const count = emergencyCount();
     el("alerts").hidden = count === 0;
+    el("maintenance").hidden = state.alerts.size === count;
     el("alarm-banner").hidden = count === 0;
     setText(
       "alarm-text",
@@ -759,6 +816,7 @@
         sounding: alarm.timer !== null,
         audible: Boolean(alarm.context && alarm.context.state === "running"),
         beeps: alarm.beeps,
+        chimes: alarm.chimes,
       };
     },
     get snapshot() {

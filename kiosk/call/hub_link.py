@@ -409,10 +409,15 @@ class HubLink:
     # ------------------------------------------------------ StaffAlerts port
 
     def alert(self, kind: str) -> None:
-        """Queue an alert for the hub; sent now if connected, else after reconnecting."""
+        """Queue an alert for the hub; sent now if connected, else after reconnecting.
+
+        A kind the protocol knows goes out unchanged, ``updates_blocked`` too, even to a
+        hub too old to accept it: a maintenance alert never turns into an emergency.
+        Only a word the booth itself does not know is sent as an emergency.
+        """
         try:
             alert_kind = AlertKind(kind)
-        except ValueError:  # an alert must always go out
+        except ValueError:  # a word this booth does not know: an alert must always go out
             _log.error("unknown alert kind; sent as %s", AlertKind.EMERGENCY.value)
             alert_kind = AlertKind.EMERGENCY
         alert = Alert(
@@ -425,7 +430,7 @@ class HubLink:
         )
         self.outbox[alert.alert_id] = alert
         self._persist()
-        _log.warning("alert %s queued for the hub", alert.alert_id)
+        _log.warning("alert %s (%s) queued for the hub", alert.alert_id, alert_kind.value)
         self._outbox_changed.set()
 
     # --------------------------------------------------------- CallPort port

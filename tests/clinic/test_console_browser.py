@@ -377,3 +377,99 @@ def test_booth_media_reaches_the_page_and_a_reconnect_rebuilds_the_call(
             await media.close()
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------- a maintenance alert
+
+
+def test_a_maintenance_alert_is_a_quiet_notice_and_an_emergency_still_sounds(
+    db: Db, tls: Tls
+) -> None:
+    """``updates_blocked`` is listed apart with its own Acknowledge and no alarm; the twin,
+    an emergency arriving beside it, sounds the alarm exactly as before."""
+
+    async def main() -> None:
+        async with running(db, tls, clock=time.time) as server, signed_in(server) as page:
+            await scenario(server, page)
+
+    async def scenario(server: Server, page: Browser) -> None:
+        booth, _ = await server.booth()
+        await booth.send(
+            Alert(
+                id=new_id(),
+                alert_id="upd-browser-1",
+                booth_id="booth-1",
+                kind=AlertKind.UPDATES_BLOCKED,
+                raised_at=datetime.now(UTC).replace(microsecond=0),
+                site=Site(name="from the booth", street_address="from the booth", room="-"),
+            )
+        )
+        assert (await booth.expect(AlertAck)).status is AlertStatus.RECEIVED
+        await page.until("t.alerts.length === 1")
+        notice = page.page.locator('[data-testid="maintenance"] [data-testid="alert"]')
+        assert await notice.get_attribute("data-kind") == "maintenance"
+        assert await notice.locator('[data-testid="alert-kind"]').text_content() == "Maintenance:"
+        assert await notice.locator('[data-testid="alert-what"]').text_content() == (
+            "Updates for this booth have failed for days: "
+            "a technician should check its network and clock."
+        )
+        assert await notice.locator('[data-testid="alert-site"]').text_content() == (
+            "Riverside Library"
+        )
+        assert await notice.locator('[data-testid="alert-address"]').text_content() == (
+            "1 Main St, Springfield"
+        )
+        assert await notice.locator('[data-testid="alert-room"]').text_content() == "Room 2"
+        assert await notice.locator('[data-testid="ack"]').is_visible()
+        assert await page.testid("maintenance").is_visible()
+        assert await page.testid("alerts").is_hidden()  # not among the emergencies
+        assert await page.testid("alarm-banner").is_hidden()
+        assert await page.until("t.alarm.chimes === 1")  # one short chime, and then quiet
+        await asyncio.sleep(1.5)  # longer than the alarm's beat
+        assert await page.value("return t.alarm;") == {
+            "sounding": False,
+            "audible": True,  # sound works: it is the alarm that was not started
+            "beeps": 0,
+            "chimes": 1,
+        }
+        styles = await page.value(
+            "const s = (id) => getComputedStyle(document.querySelector(`[data-testid=${id}]`));"
+            "return [s('maintenance').borderTopStyle, s('alerts').borderTopStyle,"
+            " s('maintenance').borderTopColor === s('alerts').borderTopColor];"
+        )
+        assert styles == ["dashed", "solid", False]  # it cannot pass for an emergency
+
+        # The twin: an emergency from the same booth sounds the alarm beside the notice.
+        await booth.send(alert())
+        assert (await booth.expect(AlertAck)).status is AlertStatus.RECEIVED
+        await page.until("t.alerts.length === 2")
+        alarm = await page.until("t.alarm.sounding && t.alarm.beeps >= 2 && t.alarm")
+        assert (alarm["audible"], alarm["chimes"]) == (True, 1)
+        assert await page.testid("alarm-banner").is_visible()
+        assert "1 unacknowledged alert" in (await page.testid("alarm-text").text_content() or "")
+        emergency = page.page.locator('[data-testid="alerts"] [data-testid="alert"]')
+        assert await emergency.get_attribute("data-kind") == "emergency"
+        assert await emergency.locator('[data-testid="alert-kind"]').text_content() == (
+            "EMERGENCY:"
+        )
+
+        # Acknowledging the emergency silences it; the notice stays, still quiet.
+        await emergency.locator('[data-testid="ack"]').click()
+        ack = await booth.expect(AlertAck)
+        assert (ack.alert_id, ack.status) == ("emg-browser-1", AlertStatus.ACKNOWLEDGED)
+        await page.until("!t.alarm.sounding && t.alerts.length === 1")
+        beeps = (await page.value("return t.alarm;"))["beeps"]
+        await asyncio.sleep(1.5)
+        assert (await page.value("return t.alarm;"))["beeps"] == beeps
+        assert await page.testid("alarm-banner").is_hidden()
+        assert await notice.is_visible()
+
+        # And the notice has its own acknowledgement, which reaches the booth.
+        await notice.locator('[data-testid="ack"]').click()
+        ack = await booth.expect(AlertAck)
+        assert (ack.alert_id, ack.status) == ("upd-browser-1", AlertStatus.ACKNOWLEDGED)
+        await page.until("t.alerts.length === 0")
+        assert await page.testid("maintenance").is_hidden()
+        assert db.store.unacked_alerts() == []
+
+    asyncio.run(main())

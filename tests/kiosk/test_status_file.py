@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -114,3 +115,51 @@ def test_an_update_hold_takes_an_idle_booth_out_of_use_and_never_a_visit(
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+class _Link:
+    """Stands in for the hub link: the alerts the booth raised."""
+
+    connected = False
+
+    def __init__(self) -> None:
+        self.alerts: list[str] = []
+
+    def alert(self, kind: str) -> None:
+        self.alerts.append(kind)
+
+
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked-for-days", "twin-updating-fine"])
+def test_updates_impossible_for_days_alert_staff_once_per_run_of_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocked: bool
+) -> None:
+    import kiosk.app
+
+    state = tmp_path / "update-state.json"
+    monkeypatch.setenv("UPDATE_STATE_FILE", str(state))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    monkeypatch.setattr(kiosk.app, "UPDATES_CHECK", 0.05)
+
+    def updater_says(alert: bool, since: str) -> None:
+        state.write_text(json.dumps({"alert": alert, "impossible_since": since, "bad": []}))
+
+    async def booth_for(seconds: float) -> list[str]:
+        runtime = BoothRuntime(config.load(ROOT / "examples" / "demo-booth.toml"), simulate=True)
+        await runtime.start()
+        link = _Link()
+        runtime.link = link  # type: ignore[assignment]
+        watching = asyncio.create_task(runtime._watch_updates(first=0.0))
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            watching.cancel()
+            runtime.link = None
+            await runtime.close()
+        return link.alerts
+
+    updater_says(blocked, "2026-11-20T03:00:00+00:00")
+    first = asyncio.run(booth_for(0.4))
+    assert first == (["updates_blocked"] if blocked else [])
+    assert asyncio.run(booth_for(0.3)) == []  # restarted: the same run of failures, told already
+    updater_says(blocked, "2026-11-25T03:00:00+00:00")  # it worked once, then failed again
+    assert asyncio.run(booth_for(0.3)) == (["updates_blocked"] if blocked else [])

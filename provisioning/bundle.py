@@ -516,8 +516,14 @@ def make(
     enrollment_code: str | None = None,
     now: datetime | None = None,
     valid_days: float = VALID_DAYS,
+    tar: bool = False,
 ) -> Path:
-    """Write a signed bundle into the folder ``out`` (new or empty)."""
+    """Write a signed bundle into the folder ``out`` (new or empty); returns where it went.
+
+    ``tar``: one ``.tar.gz`` file instead (``out`` names it, or is the stick's
+    folder to put :data:`BUNDLE_DIR` ``.tar.gz`` in), for sticks and mail that
+    keep one file more easily than a folder.
+    """
     from kiosk.config import load
 
     try:
@@ -547,12 +553,56 @@ def make(
     }
     manifest_bytes = json.dumps(manifest, indent=2).encode("utf-8") + b"\n"
     signature = base64.b64encode(key.sign(manifest_bytes)) + b"\n"
+    if tar:
+        members = {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}
+        return _write_tarball(members, out, now)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BundleError(f"{out}: exists and is not an empty folder; give a new folder")
     out.mkdir(parents=True, exist_ok=True)
     for name, data in {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}.items():
         (out / name).write_bytes(data)
     return out
+
+
+def _write_tarball(members: Mapping[str, bytes], out: Path, when: datetime) -> Path:
+    """``members`` in a gzipped tar, inside a :data:`BUNDLE_DIR` folder as on a stick."""
+    if out.is_dir():
+        out = out / f"{BUNDLE_DIR}.tar.gz"
+    elif not out.name.endswith(".tar.gz"):
+        raise BundleError(
+            f"{out}: with --tar, give a new file name ending in .tar.gz "
+            f"(e.g. /media/usb/{BUNDLE_DIR}.tar.gz) or the stick's folder"
+        )
+    if out.exists() or out.is_symlink():
+        raise BundleError(f"{out}: exists already; give a new file name")
+    stamp = int(when.timestamp())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo(BUNDLE_DIR)
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o700, stamp
+        tar.addfile(folder)
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(f"{BUNDLE_DIR}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o600, stamp
+            tar.addfile(info, io.BytesIO(data))
+    # Not _write_atomic: a FAT stick refuses chmod. A new name, then a rename, all the same.
+    temporary = out.with_name(f".{out.name}.new")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb", opener=_new_private) as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise BundleError(f"{out}: cannot be written ({exc.strerror or exc})") from None
+    return out
+
+
+def _new_private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -1029,7 +1079,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"days until the bundle expires (default {VALID_DAYS})",
     )
     mk.add_argument(
-        "out", type=Path, metavar="OUT_DIR", help=f"a new folder, e.g. /media/usb/{BUNDLE_DIR}"
+        "--tar",
+        action="store_true",
+        help=f"write one .tar.gz file instead of a folder (OUT: the file, or the stick's "
+        f"folder for {BUNDLE_DIR}.tar.gz)",
+    )
+    mk.add_argument(
+        "out",
+        type=Path,
+        metavar="OUT",
+        help=f"a new folder, e.g. /media/usb/{BUNDLE_DIR} (with --tar, see there)",
     )
     for name, text in (
         ("verify", "check a bundle without applying it"),
@@ -1143,7 +1202,13 @@ def command(args: argparse.Namespace) -> int:
                 "ascii", errors="replace"
             )
         out = make(
-            key, args.config, args.out, wifi=wifi, enrollment_code=code, valid_days=args.valid_days
+            key,
+            args.config,
+            args.out,
+            wifi=wifi,
+            enrollment_code=code,
+            valid_days=args.valid_days,
+            tar=args.tar,
         )
         print(f"Signed bundle written to {out} (key {key_id(key.public_key())})")
         return EXIT_OK

@@ -163,7 +163,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "bundle",
-        "USB provisioning bundles signed by the fleet's key: keygen, make, verify, apply",
+        "USB provisioning bundles signed by the fleet's key: keygen, make, verify, apply, "
+        "stage, apply-staged",
         bundle.add_arguments,
         bundle.command,
     ),

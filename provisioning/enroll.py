@@ -16,8 +16,14 @@
    the booth file to point at it.
 
 Every refusal says what to do: a wrong, expired or used code, a booth id the
-hub already has, a hub that cannot be reached, a certificate that does not
-match (both fingerprints shown).
+hub already has (``clinic-hub remove-booth`` frees it), a hub that cannot be
+reached, a certificate that does not match (both fingerprints shown).
+
+Without ``--code``, a code a technician's USB bundle left on the booth
+(:func:`provisioning.bundle.enrollment_code_path`, 0600) is used, and deleted
+once it is spent: enrolled, or refused as wrong, expired or used. A refusal
+that leaves the code good (the booth id is taken, the hub is unreachable)
+keeps it for the next try.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from clinic.store import ENROLLMENT_ALPHABET, ENROLLMENT_CHARS
 from kiosk.commandline import EXIT_OK, EXIT_PROBLEMS, Command, err
 from kiosk.config import BoothConfig, load, problem_report
 from kiosk.errors import ConfigError
+from provisioning.bundle import enrollment_code_path
 from provisioning.initcmd import (
     CONFIG_MODE,
     PRIVATE_MODE,
@@ -62,7 +69,19 @@ _CODE_CHARS: Final = frozenset(ENROLLMENT_ALPHABET + "ILO")
 
 
 class EnrollError(ProvisionError):
-    """Enrollment did not happen; the message says why and what to do."""
+    """Enrollment did not happen; the message says why and what to do.
+
+    ``reason`` is the hub's refusal code when the hub refused (``wrong_code``,
+    ``expired_code``, ``used_code``, ``booth_id_taken``...), else None.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+SPENT_CODE: Final = frozenset({"wrong_code", "expired_code", "used_code", "malformed_code"})
+"""Refusals after which a code can never enroll a booth, so a saved copy is deleted."""
 
 
 def enroll_url(hub_url: str) -> str:
@@ -185,8 +204,8 @@ def _refusal_text(status: int, body: Any, config: BoothConfig, url: str) -> str:
         return (
             f'the hub already has a booth "{config.booth.id}": give this booth another id '
             f"([booth] id, with `{PROG} init`), or, if this is that same booth set up again, "
-            "ask the hub's admin to remove the old one; the code was not used up, so try "
-            "again with it"
+            "ask the hub's admin to remove the old registration (`clinic-hub remove-booth "
+            f"{config.booth.id}`); the code was not used up, so try again with it"
         )
     if error == "rate_limited":
         wait = body.get("retry_after", "a few") if isinstance(body, dict) else "a few"
@@ -242,7 +261,10 @@ async def register(
     if status == 201 and isinstance(answer, dict) and isinstance(answer.get("credential"), str):
         credential: str = answer["credential"]
         return credential
-    raise EnrollError(_refusal_text(status, answer, config, url))
+    refusal = answer.get("error") if isinstance(answer, dict) else None
+    raise EnrollError(
+        _refusal_text(status, answer, config, url), refusal if isinstance(refusal, str) else None
+    )
 
 
 # --------------------------------------------------------------- the files
@@ -292,8 +314,34 @@ def _read_code(code: str | None) -> str:
     code = code.strip()
     problem = code_problem(code)
     if problem is not None:
-        raise EnrollError(problem)
+        raise EnrollError(problem, "malformed_code")
     return code
+
+
+def bundle_code(layout: Layout) -> str | None:
+    """The enrollment code a technician's USB bundle left on the booth, or None."""
+    path = enrollment_code_path(layout)
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise EnrollError(
+            f"cannot read the enrollment code the technician bundle left in {path} ({why}); "
+            f"run as root (sudo), or give the code with --code"
+        ) from None
+
+
+def _forget_bundle_code(layout: Layout) -> None:
+    """Delete the bundle's copy of a code that is used up or can never work."""
+    path = enrollment_code_path(layout)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        err(f"{PROG} enroll: could not delete {path} ({exc.strerror or exc}); delete it by hand")
+    else:
+        err(f"Deleted {path}: that code cannot be used again.")
 
 
 def enroll(layout: Layout, code: str, *, verify_pin: bool = True) -> str:
@@ -329,24 +377,40 @@ def _enroll_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--code",
         metavar="CODE",
-        help="the one-time code `clinic-hub enroll-code` printed (asked for when left out)",
+        help="the one-time code `clinic-hub enroll-code` printed (default: the one a "
+        "technician bundle left on the booth, else asked for)",
     )
     add_root(parser)
 
 
 def _enroll(args: argparse.Namespace) -> int:
     layout = Layout(args.root)
+    from_bundle = False
     try:
-        code = _read_code(args.code)
+        given: str | None = args.code
+        if given is None:
+            given = bundle_code(layout)
+            from_bundle = given is not None
+            if from_bundle:
+                where = enrollment_code_path(layout)
+                err(f"Using the enrollment code from the technician bundle ({where}).")
+        code = _read_code(given)
         booth_id = enroll(layout, code)
     except ConfigError as exc:
         for line in problem_report(exc):
             err(line)
         err(f"{PROG} enroll: not enrolled")
         return EXIT_PROBLEMS
+    except EnrollError as exc:
+        err(f"{PROG} enroll: {exc}")
+        if from_bundle and exc.reason in SPENT_CODE:
+            _forget_bundle_code(layout)
+        return EXIT_PROBLEMS
     except ProvisionError as exc:
         err(f"{PROG} enroll: {exc}")
         return EXIT_PROBLEMS
+    if from_bundle:
+        _forget_bundle_code(layout)
     print(
         f"Enrolled booth {booth_id}; its credential is in {layout.credential} and its key in "
         f"{layout.identity_key}. Next: `{PROG} selftest`."

@@ -9,7 +9,10 @@ flaws being installed after a reset.
 
 It asks for confirmation (type ``reset``) unless ``--yes`` is given. Files
 are unlinked; on an SD card nothing can promise the old blocks are
-overwritten, so the hub's admin should also retire the booth's registration.
+overwritten, so the hub's admin should also remove the booth's registration
+(``clinic-hub remove-booth BOOTH_ID``), which stops the old credential working
+and frees the id for the booth's next enrollment. An enrollment code a
+technician bundle left unused is wiped with the configuration.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from kiosk.commandline import EXIT_OK, EXIT_PROBLEMS, Command, err
+from provisioning.bundle import enrollment_code_path
 from provisioning.initcmd import PROG, ProvisionError, add_root, read_raw
 from provisioning.layout import Layout
 
@@ -48,6 +52,8 @@ def doomed(layout: Layout) -> list[Path]:
         out.append(configured)
     if layout.config.exists():
         out.append(layout.config)
+    if enrollment_code_path(layout).exists():
+        out.append(enrollment_code_path(layout))
     if layout.config_dir.is_dir():  # temporary files left by an interrupted write
         out += sorted(p for p in layout.config_dir.glob(".*.tmp") if p.is_file())
     if layout.state.is_dir():
@@ -74,6 +80,13 @@ def wipe(layout: Layout) -> list[Path]:
     return removed
 
 
+def booth_id(layout: Layout) -> str | None:
+    """``[booth] id`` as configured, read before the wipe so the message can name it."""
+    booth = read_raw(layout.config).get("booth")
+    named = booth.get("id") if isinstance(booth, dict) else None
+    return named if isinstance(named, str) and named else None
+
+
 def confirmed(answers: TextIO, out: TextIO) -> bool:
     out.write(f'Type "{CONFIRM_WORD}" to wipe this booth\'s identity, configuration and state: ')
     out.flush()
@@ -88,6 +101,7 @@ def _reset_args(parser: argparse.ArgumentParser) -> None:
 def _reset(args: argparse.Namespace) -> int:
     layout = Layout(args.root)
     targets = doomed(layout)
+    old_id = booth_id(layout)
     if not targets:
         print("Nothing to wipe: this booth has no identity, configuration or state.")
         return EXIT_OK
@@ -104,8 +118,9 @@ def _reset(args: argparse.Namespace) -> int:
         err(f"{PROG} reset: {exc}; the reset is incomplete, run it again")
         return EXIT_PROBLEMS
     print(
-        f"Removed {len(removed)} item(s). Ask the hub's admin to retire this booth's "
-        f"registration; set the booth up again with `{PROG} init` and `{PROG} enroll`."
+        f"Removed {len(removed)} item(s). Ask the hub's admin to remove this booth's "
+        f"registration (`clinic-hub remove-booth {old_id or 'BOOTH_ID'}`); set the booth up "
+        f"again with `{PROG} init` and `{PROG} enroll`."
     )
     return EXIT_OK
 

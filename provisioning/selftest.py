@@ -233,13 +233,16 @@ class TerminalTechnician:
 
 
 ACTIONS: Final = {
-    "door": ("act", "ignore"),
-    "emergency_button": ("act", "ignore"),
+    "door": ("act", "ignore", "cut", "short"),
+    "emergency_button": ("act", "ignore", "cut", "short"),
     "speaker": ("listen", "yes", "no"),
     "occupancy_light": ("look", "yes", "no"),
     "alarm_light": ("look", "yes", "no"),
 }
-"""What a selftest script may say per device; the first value is the default."""
+"""What a selftest script may say per device; the first value is the default.
+
+``cut`` and ``short`` rehearse broken wiring: the wire is cut (or shorted) before
+the booth's GPIO starts, and stays so whatever the technician does."""
 
 
 class ScriptError(KioskError):
@@ -276,6 +279,10 @@ class SimulatedWiringLike(Protocol):
 
     def release_emergency(self) -> None: ...
 
+    def cut(self, role: str) -> None: ...
+
+    def short(self, role: str) -> None: ...
+
 
 class SimulatedTechnician:
     """Hands on the simulated wiring, eyes and ears on the simulated devices.
@@ -284,7 +291,12 @@ class SimulatedTechnician:
     reading the prompt, so the GPIO code sees the edges arrive the way real
     ones do. ``senses`` answer the questions ("look", "listen") by reading the
     simulated devices; a script may instead make it ignore a prompt or answer
-    a fixed yes or no.
+    a fixed yes or no, or have a switch's wire cut or shorted from the start.
+
+    Its hands are the only ones on the simulated wiring: a ``SimulatedWiring``
+    keeps its own record of cut wires, so a wire cut through another one would be
+    mended by the first door this technician moves (the pins are driven as a sound
+    switch would drive them). Cut wires through :attr:`wiring`.
     """
 
     present = True
@@ -302,6 +314,15 @@ class SimulatedTechnician:
         self._script = dict(script or {})
         self._write = write or (lambda text: None)
         self._threads: list[threading.Thread] = []
+        for device, answer in self._script.items():
+            if answer == "cut":
+                wiring.cut(device)
+            elif answer == "short":
+                wiring.short(device)
+
+    @property
+    def wiring(self) -> SimulatedWiringLike:
+        return self._wiring
 
     def _answer(self, device: str) -> str:
         return self._script.get(device, ACTIONS[device][0])
@@ -312,7 +333,7 @@ class SimulatedTechnician:
     def do(self, device: str, action: str, text: str) -> None:
         self.tell(text)
         if self._answer(device) == "ignore":
-            return
+            return  # with "cut" or "short" the hands move, and the broken wire tells nothing
         moves = {
             ("door", "open"): self._wiring.open_door,
             ("door", "close"): self._wiring.close_door,
@@ -508,109 +529,179 @@ def check_speaker(speaker: Speaker, tech: Technician, seconds: float = TONE_SECO
 # ---------------------------------------------------------------- door, button, lights
 
 
-async def _wait_for(
-    events: asyncio.Queue[HardwareEvent], wanted: type, timeout: float
-) -> HardwareEvent | None:
-    """The first event of type ``wanted`` or a wiring fault, or None after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return None
-        try:
-            event = await asyncio.wait_for(events.get(), left)
-        except TimeoutError:
-            return None
-        if isinstance(event, wanted | HardwareFault):
-            return event
+class _Events:
+    """The booth's hardware events as the checks see them, with every wiring fault kept.
+
+    A fault is remembered for the whole self-test, whichever check was waiting
+    when it came, so clearing stale door or button events never loses one.
+    """
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[HardwareEvent] = asyncio.Queue()
+        self.faults: dict[str, str] = {}
+
+    def put(self, event: HardwareEvent) -> None:
+        self.queue.put_nowait(event)
+
+    def _note(self, event: HardwareEvent) -> None:
+        if isinstance(event, HardwareFault):
+            self.faults.setdefault(event.device, event.reason)
+
+    async def wait_for(
+        self, wanted: tuple[type, ...], timeout: float, device: str
+    ) -> HardwareEvent | None:
+        """The first event of a ``wanted`` type or a wiring fault of ``device``, else None."""
+        if device in self.faults:
+            return HardwareFault(device, self.faults[device])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            try:
+                event = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                return None
+            self._note(event)
+            if isinstance(event, wanted):
+                return event
+            if isinstance(event, HardwareFault) and event.device == device:
+                return event
+
+    def drain(self) -> None:
+        """Forget events waiting to be read (faults are kept)."""
+        while not self.queue.empty():
+            self._note(self.queue.get_nowait())
 
 
-def _drain(events: asyncio.Queue[HardwareEvent]) -> None:
-    while not events.empty():
-        events.get_nowait()
+SUPERVISION_MARGIN_S: Final = 0.25
+"""Waited past ``wiring_fault_seconds`` so a fault reported on time is surely seen."""
+
+
+def _supervised(hw: Hardware, role: str) -> bool:
+    return getattr(hw.pins, f"{role}_supervision") is not None
 
 
 def _wiring_fix(hw: Hardware, role: str) -> str:
     pin = getattr(hw.pins, role)
+    check = getattr(hw.pins, f"{role}_supervision")
+    pins = f"GPIO {pin}" if check is None else f"GPIO {pin} and its supervision GPIO {check}"
     contact = getattr(hw.contacts, role).value
     return (
-        f"check the wires from the {role.replace('_', ' ')} to GPIO {pin} and ground, and that "
-        f'[hardware.contacts] {role} = "{contact}" matches the switch'
+        f"check the wires from the {role.replace('_', ' ')} to {pins} and ground (not cut, "
+        f'not touching each other), and that [hardware.contacts] {role} = "{contact}" matches '
+        "the switch"
     )
 
 
 async def _door(
-    gpio: Any, hw: Hardware, events: asyncio.Queue[HardwareEvent], tech: Technician, timeout: float
+    gpio: Any,
+    hw: Hardware,
+    events: _Events,
+    tech: Technician,
+    timeout: float,
+    *,
+    hold: bool = True,
 ) -> Check:
+    """Close, open, close the door; with supervision, each position is held long enough
+    for a cut or shorted wire (either contact's) to be reported, and that fails the check.
+
+    ``hold=False`` skips the holding: only for the test showing it is what catches a
+    broken supervision wire.
+    """
     name = "door"
     if not tech.present:
         return _skipped(name, "needs someone to open and close the door", NEEDS_A_PERSON)
     where = f"door switch (GPIO {hw.pins.door})"
-    if gpio.door_open:
-        tech.do("door", "close", "The door reads open: close the booth door.")
-        if not isinstance(await _wait_for(events, DoorClosed, timeout), DoorClosed):
+    fix = _wiring_fix(hw, "door")
+    settle = hw.wiring_fault_seconds + SUPERVISION_MARGIN_S if _supervised(hw, "door") else 0.0
+    if not hold:
+        settle = 0.0
+
+    def wiring(event: HardwareFault) -> Check:
+        return _failed(name, f"{where}: wiring fault ({event.reason})", fix)
+
+    async def moved(wanted: type, late: str) -> Check | None:
+        """None once the door reported the move asked for, else the failed check."""
+        event = await events.wait_for((wanted,), timeout, "door")
+        if event is None and settle:
+            # Nothing moved: a wire cut or shorted all along is reported soon; name it.
+            event = await events.wait_for((wanted,), settle, "door")
+        if isinstance(event, HardwareFault):
+            return wiring(event)
+        if event is None:
+            return _failed(name, f"{where} {late}", fix)
+        return None
+
+    async def held(position: str, unwanted: type) -> Check | None:
+        """Keep the door where it is until the supervision has judged its wiring."""
+        if not settle:
+            return None
+        tech.tell(f"Keep the door {position} ({settle:.1f} s).")
+        event = await events.wait_for((unwanted,), settle, "door")
+        if isinstance(event, HardwareFault):
+            return wiring(event)
+        if event is not None:
             return _failed(
                 name,
-                f"{where} reads open and never closed within {timeout:g} s",
-                _wiring_fix(hw, "door"),
+                f"{where}: the door did not stay {position} for the {settle:.1f} s the wiring "
+                "check needs",
+                f"keep the door {position} until asked, then run the self-test again",
             )
-    _drain(events)
+        return None
+
+    if gpio.door_open:
+        tech.do("door", "close", "The door reads open: close the booth door.")
+        failed = await moved(DoorClosed, f"reads open and never closed within {timeout:g} s")
+        if failed is not None:
+            return failed
+    events.drain()
+    if "door" in events.faults:
+        return wiring(HardwareFault("door", events.faults["door"]))
     tech.do("door", "open", "Open the booth door.")
-    event = await _wait_for(events, DoorOpened, timeout)
-    if isinstance(event, HardwareFault):
-        return _failed(name, f"{where}: wiring fault ({event.reason})", _wiring_fix(hw, "door"))
-    if event is None:
-        return _failed(
-            name,
-            f"{where} did not report the door opening within {timeout:g} s",
-            _wiring_fix(hw, "door"),
-        )
+    failed = await moved(
+        DoorOpened, f"did not report the door opening within {timeout:g} s"
+    ) or await held("open", DoorClosed)
+    if failed is not None:
+        return failed
     tech.do("door", "close", "Close the booth door.")
-    event = await _wait_for(events, DoorClosed, timeout)
-    if isinstance(event, HardwareFault):
-        return _failed(name, f"{where}: wiring fault ({event.reason})", _wiring_fix(hw, "door"))
-    if event is None:
-        return _failed(
-            name,
-            f"{where} did not report the door closing within {timeout:g} s",
-            _wiring_fix(hw, "door"),
-        )
-    return _passed(name, f"{where} reported the door opening and closing")
+    failed = await moved(
+        DoorClosed, f"did not report the door closing within {timeout:g} s"
+    ) or await held("closed", DoorOpened)
+    if failed is not None:
+        return failed
+    checked = f"; its wiring stayed sound for {settle:.1f} s each way" if settle else ""
+    return _passed(name, f"{where} reported the door opening and closing{checked}")
 
 
 async def _button(
-    gpio: Any, hw: Hardware, events: asyncio.Queue[HardwareEvent], tech: Technician, timeout: float
+    gpio: Any, hw: Hardware, events: _Events, tech: Technician, timeout: float
 ) -> Check:
     name = "emergency_button"
     if not tech.present:
         return _skipped(name, "needs someone to press the button", NEEDS_A_PERSON)
     where = f"emergency button (GPIO {hw.pins.emergency_button})"
+    fix = _wiring_fix(hw, "emergency_button")
     hold = hw.emergency_hold_seconds
-    _drain(events)
+    events.drain()
+    if "emergency_button" in events.faults:
+        reason = events.faults["emergency_button"]
+        return _failed(name, f"{where}: wiring fault ({reason})", fix)
     tech.do(
         "emergency_button",
         "hold",
         f"Press and hold the emergency button for {hold + 1:g} seconds (the alarm will sound).",
     )
     try:
-        event = await _wait_for(events, EmergencyHeld, timeout + hold)
+        event = await events.wait_for((EmergencyHeld,), timeout + hold, "emergency_button")
         if isinstance(event, HardwareFault):
-            return _failed(
-                name, f"{where}: wiring fault ({event.reason})", _wiring_fix(hw, "emergency_button")
-            )
+            return _failed(name, f"{where}: wiring fault ({event.reason})", fix)
         if event is None:
-            return _failed(
-                name,
-                f"{where} was not held for {hold:g} s within {timeout:g} s",
-                _wiring_fix(hw, "emergency_button"),
-            )
+            return _failed(name, f"{where} was not held for {hold:g} s within {timeout:g} s", fix)
         tech.do("emergency_button", "release", "Let go of the emergency button.")
-        if await _wait_for(events, EmergencyReleased, timeout) is None:
-            return _failed(
-                name,
-                f"{where} still reads pressed {timeout:g} s after letting go",
-                _wiring_fix(hw, "emergency_button"),
-            )
+        if await events.wait_for((EmergencyReleased,), timeout, "emergency_button") is None:
+            return _failed(name, f"{where} still reads pressed {timeout:g} s after letting go", fix)
     finally:
         gpio.set_alarm(False)
     return _passed(name, f"{where} was held {hold:g} s and let go; the alarm went on")
@@ -642,14 +733,22 @@ def _light(gpio: Any, tech: Technician, name: str, pin: int) -> Check:
 
 
 async def gpio_checks(
-    hw: Hardware, tech: Technician, timeout: float, pin_factory: Any | None = None
+    hw: Hardware,
+    tech: Technician,
+    timeout: float,
+    pin_factory: Any | None = None,
+    *,
+    hold_door: bool = True,
 ) -> list[Check]:
-    """Door, emergency button and both lights, through the booth's own ``BoothGpio``."""
+    """Door, emergency button and both lights, through the booth's own ``BoothGpio``.
+
+    ``hold_door=False`` only for the test of what holding the door finds.
+    """
     from hardware.gpio import BoothGpio
 
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[HardwareEvent] = asyncio.Queue()
-    gpio = BoothGpio(hw, events.put_nowait, loop, pin_factory=pin_factory)
+    events = _Events()
+    gpio = BoothGpio(hw, events.put, loop, pin_factory=pin_factory)
     names = ("door", "emergency_button", "occupancy_light", "alarm_light")
     try:
         gpio.start()
@@ -657,7 +756,7 @@ async def gpio_checks(
         return [_failed(n, f"GPIO could not be opened: {exc}", "see the message") for n in names]
     try:
         return [
-            await _door(gpio, hw, events, tech, timeout),
+            await _door(gpio, hw, events, tech, timeout, hold=hold_door),
             await _button(gpio, hw, events, tech, timeout),
             await asyncio.to_thread(_light, gpio, tech, "occupancy_light", hw.pins.occupancy_light),
             await asyncio.to_thread(_light, gpio, tech, "alarm_light", hw.pins.alarm_light),
@@ -1103,8 +1202,12 @@ def simulated_technician(
     hw: Hardware,
     script: Mapping[str, str] | None = None,
     write: Callable[[str], Any] | None = None,
+    wiring: SimulatedWiringLike | None = None,
 ) -> SimulatedTechnician:
-    """A technician for ``devices``' simulated pins and speaker (which must be simulated)."""
+    """A technician for ``devices``' simulated pins and speaker (which must be simulated).
+
+    ``wiring``: hands other than a plain ``SimulatedWiring`` on those pins (a test's
+    switch with a fault of its own)."""
     from hardware.gpio import SimulatedWiring
 
     factory = devices.pin_factory
@@ -1124,7 +1227,8 @@ def simulated_technician(
         "occupancy_light": lit(hw.pins.occupancy_light),
         "alarm_light": lambda: lit(hw.pins.alarm_light)() and sounded(),
     }
-    return SimulatedTechnician(SimulatedWiring(factory, hw), senses, script, write)
+    hands = wiring if wiring is not None else SimulatedWiring(factory, hw)
+    return SimulatedTechnician(hands, senses, script, write)
 
 
 def booth_devices(config: BoothConfig) -> Devices:

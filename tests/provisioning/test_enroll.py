@@ -27,6 +27,7 @@ from clinic.protocol import Error, Hello, Welcome, new_id
 from clinic.server import create_app
 from kiosk.config import load, read_credential
 from provisioning import enroll as enroll_module
+from provisioning.bundle import enrollment_code_path
 from provisioning.cli import main
 from provisioning.enroll import EnrollError, enroll_url, register, with_credential_file
 from provisioning.layout import Layout
@@ -372,3 +373,128 @@ def test_a_damaged_key_file_says_to_reset(tmp_path: Path) -> None:
     key.write_text("not a key", encoding="utf-8")
     with pytest.raises(EnrollError, match="kiosk-provision reset"):
         enroll_module.load_or_make_key(key)
+
+
+# ------------------------------------------------ the code a technician bundle left
+
+
+def leave_bundle_code(layout: Layout, code: str) -> Path:
+    path = enrollment_code_path(layout)
+    path.write_text(code + "\n", encoding="ascii")
+    path.chmod(0o600)
+    return path
+
+
+def enroll_without_code(layout: Layout) -> int:
+    return main(["enroll", "--root", str(layout.root)])
+
+
+def test_the_code_a_bundle_left_is_used_and_then_deleted(
+    tmp_path: Path, hub: ThreadHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = booth_root(tmp_path, hub)
+    saved = leave_bundle_code(layout, hub.code())
+    capsys.readouterr()
+    assert enroll_without_code(layout) == 0
+    captured = capsys.readouterr()
+    assert "Using the enrollment code from the technician bundle" in captured.err
+    assert f"Deleted {saved}" in captured.err
+    assert "Enrolled booth riverside-library-1" in captured.out
+    assert not saved.exists()
+    assert hub.db.store.booth("riverside-library-1") is not None
+
+
+@pytest.mark.parametrize("spent", ["wrong", "used", "expired"])
+def test_a_bundle_code_the_hub_refuses_as_spent_is_deleted(
+    tmp_path: Path, hub: ThreadHub, capsys: pytest.CaptureFixture[str], spent: str
+) -> None:
+    layout = booth_root(tmp_path, hub)
+    if spent == "wrong":
+        code = "ABCD-EFGH-JKMN"
+    elif spent == "used":
+        code = hub.code()
+        assert enroll_cli(booth_root(tmp_path / "other", hub, booth_id="riverside-2"), code) == 0
+    else:
+        code = hub.code(lifetime=60)
+        hub.clock.now += 61
+    saved = leave_bundle_code(layout, code)
+    message = refused_without_code(layout, capsys)
+    assert "Using the enrollment code from the technician bundle" in message
+    assert f"Deleted {saved}: that code cannot be used again." in message
+    assert not saved.exists()
+
+
+def refused_without_code(layout: Layout, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert enroll_without_code(layout) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert not layout.credential.exists()
+    return captured.err
+
+
+@pytest.mark.parametrize("why", ["booth_id_taken", "hub_down"])
+def test_a_bundle_code_still_good_is_kept_for_the_next_try(
+    tmp_path: Path, hub: ThreadHub, capsys: pytest.CaptureFixture[str], why: str
+) -> None:
+    """The twin of the deletion: a refusal that leaves the code good must not lose it."""
+    layout = booth_root(tmp_path, hub)
+    code = hub.code()
+    if why == "booth_id_taken":
+        hub.db.store.add_booth(
+            "riverside-library-1", name="Old", site="Old site", address="1 Old St", room="1"
+        )
+    else:
+        text = layout.config.read_text(encoding="utf-8")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        layout.config.write_text(text.replace(f":{hub.port}/", f":{free}/"), encoding="utf-8")
+    saved = leave_bundle_code(layout, code)
+    message = refused_without_code(layout, capsys)
+    assert "Deleted" not in message
+    assert saved.read_text().strip() == code
+    if why == "booth_id_taken":
+        assert "`clinic-hub remove-booth riverside-library-1`" in message
+        # What the message says to do, done: the id is free and the saved code enrolls.
+        hub.db.store.remove_booth("riverside-library-1")
+        assert enroll_without_code(layout) == 0
+        assert not saved.exists()
+
+
+def test_a_typed_code_wins_over_the_bundle_code(
+    tmp_path: Path, hub: ThreadHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = booth_root(tmp_path, hub)
+    saved = leave_bundle_code(layout, "ABCD-EFGH-JKMN")
+    assert enroll_cli(layout, hub.code()) == 0
+    assert "technician bundle" not in capsys.readouterr().err
+    assert saved.exists()  # not used, so not spent
+
+
+# ---------------------------------------------- a booth removed at the hub, enrolled again
+
+
+def test_a_removed_booth_is_refused_at_hello_and_enrolls_again(
+    tmp_path: Path, hub: ThreadHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = booth_root(tmp_path, hub)
+    assert enroll_cli(layout, hub.code()) == 0
+    token = read_credential(load(layout.config).hub)
+    assert token is not None
+    assert isinstance(hub.call(say_hello(hub, "riverside-library-1", token)), Welcome)
+
+    assert hub.db.store.remove_booth("riverside-library-1") == 0
+    answer = hub.call(say_hello(hub, "riverside-library-1", token))
+    assert isinstance(answer, Error)
+    assert answer.code is protocol.ErrorCode.UNAUTHORIZED
+
+    # kiosk-provision reset names the hub command; then the booth enrolls under its old id.
+    capsys.readouterr()
+    assert main(["reset", "--root", str(layout.root), "--yes"]) == 0
+    assert "`clinic-hub remove-booth riverside-library-1`" in capsys.readouterr().out
+    layout = booth_root(tmp_path / "again", hub)
+    assert enroll_cli(layout, hub.code()) == 0
+    new_token = read_credential(load(layout.config).hub)
+    assert new_token is not None and new_token != token
+    assert isinstance(hub.call(say_hello(hub, "riverside-library-1", new_token)), Welcome)

@@ -17,6 +17,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ import pytest
 from clinic.server import dev_certificate
 from hardware.audio import SimulatedMicrophone, SimulatedSpeaker
 from hardware.camera import TestCard
-from kiosk.config import Hub, load
+from hardware.gpio import SimulatedWiring
+from kiosk.config import BoothConfig, Contact, Hub, load
 from provisioning import selftest
 from provisioning.cli import main
 from provisioning.selftest import (
@@ -43,12 +45,25 @@ from provisioning.selftest import (
     gpio_checks,
     run_command,
     simulated_devices,
+    simulated_technician,
 )
 from tests.turn_server import TurnServer, turn_server
 
 __all__ = ["turn_server"]  # the fixture
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-booth.toml"
+FAULT_S = 0.5
+"""The demo's supervised wiring, judged as fast as a booth file allows (the demo: 3 s)."""
+
+
+def demo_config(*, supervised: bool = True, hold_s: float = 1.0) -> BoothConfig:
+    config = load(DEMO)
+    hw = replace(config.hardware, wiring_fault_seconds=FAULT_S, emergency_hold_seconds=hold_s)
+    if not supervised:
+        hw = replace(
+            hw, pins=replace(hw.pins, door_supervision=None, emergency_button_supervision=None)
+        )
+    return replace(config, hardware=hw)
 
 
 # ---------------------------------------------------------------- a machine and a hub
@@ -134,6 +149,7 @@ def tls_hub(tmp_path: Path) -> Iterator[TlsServer]:
 def booth_file(tmp_path: Path, hub: Hub, turn_url: str | None) -> Path:
     text = (
         DEMO.read_text()
+        .replace("wiring_fault_seconds = 3.0", f"wiring_fault_seconds = {FAULT_S}")
         .replace('url = "wss://localhost:8443/booth"', f'url = "{hub.url}"')
         .replace(
             f'certificate_sha256 = "{"0" * 64}"',
@@ -253,7 +269,7 @@ def test_a_bad_script_names_key_and_file(
     script.write_text('door = "slam"\n')
     assert main(["selftest", "--simulate", "--config", str(DEMO), "--script", str(script)]) == 1
     err = capsys.readouterr().err
-    assert f'{script}: door: must be one of "act", "ignore", not ' in err
+    assert f'{script}: door: must be one of "act", "ignore", "cut", "short", not ' in err
 
 
 # ---------------------------------------------------------------- each device failing
@@ -294,11 +310,25 @@ def test_speaker_heard_only_when_it_sounds(max_volume: int, outcome: Outcome) ->
     assert check_speaker(speaker, tech, 0.2).outcome is outcome
 
 
-def _gpio(script: dict[str, str], timeout: float = 0.3) -> dict[str, Check]:
-    config = load(DEMO)
+def _gpio(
+    script: dict[str, str],
+    timeout: float = 0.3,
+    *,
+    config: BoothConfig | None = None,
+    wiring: type[SimulatedWiring] | None = None,
+    hold_door: bool = True,
+) -> dict[str, Check]:
+    config = config or demo_config()
     devices, tech = simulated_devices(config, script)
-    checks = asyncio.run(gpio_checks(config.hardware, tech, timeout, devices.pin_factory))
+    if wiring is not None:  # the technician's hands on a switch wired otherwise
+        hands = wiring(devices.pin_factory, config.hardware)
+        tech = simulated_technician(devices, config.hardware, script, wiring=hands)
+    checks = asyncio.run(
+        gpio_checks(config.hardware, tech, timeout, devices.pin_factory, hold_door=hold_door)
+    )
     tech.close()
+    for cleanup in devices.cleanup:
+        cleanup()
     return {c.name: c for c in checks}
 
 
@@ -323,6 +353,84 @@ def test_gpio_device_that_does_not_respond_fails(
 ) -> None:
     check = _gpio(script)[name]
     assert (check.outcome, check.detail) == (Outcome.FAIL, detail)
+
+
+# ------------------------------------------------------- broken wiring of a supervised door
+
+
+@pytest.mark.parametrize("broken", ["cut", "short"])
+@pytest.mark.parametrize("supervised", [True, False], ids=["supervised", "twin-unsupervised"])
+def test_a_door_wire_broken_before_start_fails_as_a_wiring_fault(
+    broken: str, supervised: bool
+) -> None:
+    """Cut or shorted before the booth's GPIO starts, the door switch never moves; the
+    supervision names the cause. Twin: without a supervision pin it still fails (the door
+    never moved) but nothing can say that the wiring is why."""
+    config = demo_config(supervised=supervised, hold_s=0.5)
+    check = _gpio({"door": broken}, config=config)["door"]
+    assert check.outcome is Outcome.FAIL
+    if supervised:
+        assert check.detail == f"door switch (GPIO 17): wiring fault ({broken})"
+        assert "GPIO 17 and its supervision GPIO 27" in check.fix
+    else:
+        assert "wiring fault" not in check.detail
+
+
+def test_a_wire_cut_through_other_hands_is_mended_by_the_technician() -> None:
+    """Why "cut the door wire before start" once passed: the wire was cut through a second
+    SimulatedWiring, and the technician's own (which knows of no cut) drove the pins as a
+    sound switch on the first door move. Cut through the technician's hands, it fails."""
+    config = demo_config(hold_s=0.5)
+    devices, tech = simulated_devices(config, {})
+    SimulatedWiring(devices.pin_factory, config.hardware).cut("door")  # other hands
+    mended = asyncio.run(gpio_checks(config.hardware, tech, 0.3, devices.pin_factory))[0]
+    tech.close()
+    assert mended.outcome is Outcome.PASS
+    devices, tech = simulated_devices(config, {})
+    tech.wiring.cut("door")
+    kept = asyncio.run(gpio_checks(config.hardware, tech, 0.3, devices.pin_factory))[0]
+    tech.close()
+    assert kept.outcome is Outcome.FAIL
+    assert kept.detail == "door switch (GPIO 17): wiring fault (cut)"
+
+
+class CutSupervisionWire(SimulatedWiring):
+    """A door switch whose supervision wire is cut: its contact never closes, so the
+    wiring reads "cut" only while the (normally closed) door contact is open."""
+
+    def contacts_closed(self, role: str) -> tuple[bool, bool | None]:
+        main, check = super().contacts_closed(role)
+        return (main, False) if role == "door" else (main, check)
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["held", "twin-not-held"])
+def test_a_cut_supervision_wire_is_found_by_holding_the_door_open(hold: bool) -> None:
+    """Opening and closing alone passes (twin); holding each position for the wiring's
+    fault time lets the supervision report the cut, and the door check fails."""
+    assert demo_config().hardware.contacts.door is Contact.NC
+    config = demo_config(hold_s=0.5)
+    check = _gpio({}, config=config, wiring=CutSupervisionWire, hold_door=hold)["door"]
+    if hold:
+        assert (check.outcome, check.detail) == (
+            Outcome.FAIL,
+            "door switch (GPIO 17): wiring fault (cut)",
+        )
+    else:
+        assert check.outcome is Outcome.PASS
+
+
+def test_a_rehearsed_cut_door_wire_fails_the_command(
+    tmp_path: Path, tools: Path, tls_hub: TlsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "script.toml"
+    script.write_text('door = "cut"\n')
+    config = booth_file(tmp_path, tls_hub.hub(), None)
+    code, out, _ = _selftest(
+        capsys, "--config", str(config), "--root", str(machine(tmp_path)),
+        "--timeout", "0.3", "--script", str(script),
+    )  # fmt: skip
+    assert code == 1
+    assert "FAIL  door              door switch (GPIO 17): wiring fault (cut)" in out
 
 
 # ---------------------------------------------------------------- hub and TURN

@@ -1,6 +1,6 @@
 """``clinic-hub``: set up and look after the clinic hub's database from a shell.
 
-Subcommands: ``add-clinician``, ``add-booth``, ``enroll-code``,
+Subcommands: ``add-clinician``, ``add-booth``, ``remove-booth``, ``enroll-code``,
 ``add-appointment`` and ``alerts``. Each is a :class:`Command`: a name, a help
 line, a function that adds its arguments and a function that runs it and
 returns the exit code. The hub server (``clinic-hub serve``, ``--dev`` on a
@@ -188,6 +188,53 @@ def _add_booth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -------------------------------------------------------------- remove-booth
+
+
+def _remove_booth_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("booth_id", metavar="BOOTH_ID", help="the booth to forget")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _remove_booth(args: argparse.Namespace) -> int:
+    """Forget a booth (registration, credential, key) so its id can be enrolled again."""
+    with open_store(args) as store:
+        booth = store.booth(args.booth_id)
+        if booth is None:
+            ids = [b.booth_id for b in store.all_booths()]
+            known = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "") if ids else "none"
+            raise RefusedError(
+                f'there is no booth "{args.booth_id}" (registered: {known}); check the id'
+            )
+        unacked, acked = store.booth_alert_counts(booth.booth_id)
+        if unacked:
+            raise RefusedError(
+                f'booth "{booth.booth_id}" has {unacked} alert(s) not yet acknowledged; '
+                "acknowledge them in the clinician console first (`clinic-hub alerts` lists "
+                "them); nothing was removed"
+            )
+        if not args.yes:
+            what = "its credential, its enrolled key and its " + (
+                f"{acked} acknowledged alert(s)" if acked else "code attempts"
+            )
+            sys.stderr.write(
+                f'Remove booth "{booth.booth_id}" ({booth.name}, {booth.site}, {booth.room}), '
+                f"{what}? Its credential stops working.\n"
+                f'Type the booth id "{booth.booth_id}" to confirm: '
+            )
+            sys.stderr.flush()
+            if sys.stdin.readline().strip() != booth.booth_id:
+                raise RefusedError("not confirmed; nothing was removed")
+        deleted = store.remove_booth(booth.booth_id)
+    extra = f" and {deleted} acknowledged alert(s)" if deleted else ""
+    print(f'Removed booth "{booth.booth_id}"{extra}.')
+    _err(
+        f"Its credential no longer opens a connection. To set the booth up again, give the "
+        f"technician a code from `{PROG} enroll-code` for `kiosk-provision enroll`."
+    )
+    return EXIT_OK
+
+
 # --------------------------------------------------------------- enroll-code
 
 
@@ -308,6 +355,7 @@ def _seconds(text: str) -> float:
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    _updates_args(parser)
     parser.add_argument(
         "--port", type=_port, default=8443, help="port to listen on (default: 8443)"
     )
@@ -338,6 +386,17 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="how long a call waits for a booth whose connection dropped (default: 60)",
+    )
+
+
+def _updates_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--updates",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="with --dev: also serve the update repository DIR (its metadata/ and targets/) "
+        "under /updates/, for booths on this machine (docs/updates.md)",
     )
 
 
@@ -388,9 +447,29 @@ def _serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from clinic.server import CALL_GRACE, certificate_sha256, create_app, dev_certificate
+    from clinic.server import (
+        CALL_GRACE,
+        UPDATE_FOLDERS,
+        add_update_routes,
+        certificate_sha256,
+        create_app,
+        dev_certificate,
+    )
 
     turn = turn_config(args.turn_url, args.turn_secret_file)
+    updates: Path | None = getattr(args, "updates", None)
+    if updates is not None:
+        if not args.dev:
+            raise RefusedError(
+                "--updates is for --dev only; a clinic serves its update repository from "
+                "any static web server (docs/updates.md)"
+            )
+        missing = [name for name in UPDATE_FOLDERS if not (updates / name).is_dir()]
+        if missing:
+            raise RefusedError(
+                f"--updates {updates}: no {' or '.join(missing)}/ folder; give the folder made "
+                "by `kiosk-provision release init-repo --repo DIR`"
+            )
     if args.dev:
         if args.cert is not None or args.key is not None:
             raise RefusedError("--dev makes its own certificate; leave out --cert and --key")
@@ -414,6 +493,9 @@ def _serve(args: argparse.Namespace) -> int:
     grace = CALL_GRACE if args.call_grace is None else args.call_grace
     with open_store(args) as store:
         app = create_app(store, turn=turn, clock=args.clock, call_grace=grace)
+        if updates is not None:
+            add_update_routes(app, updates)
+            print(f"Update repository {updates} at https://{args.host}:{args.port}/updates/")
         print(f"Booths connect to wss://{args.host}:{args.port}/booth; in each booth's [hub]:")
         print(f'certificate_sha256 = "{fingerprint}"')
         print(f"Clinicians sign in at {console_address(args.host, args.port)}")
@@ -446,6 +528,12 @@ COMMANDS: tuple[Command, ...] = (
         "register a booth and print its credential, once",
         _add_booth_args,
         _add_booth,
+    ),
+    Command(
+        "remove-booth",
+        "forget a booth (registration, credential, enrolled key) so its id can enroll again",
+        _remove_booth_args,
+        _remove_booth,
     ),
     Command(
         "enroll-code",

@@ -775,6 +775,39 @@ def hub_of(app: web.Application) -> Hub:
     return app[HUB_KEY]
 
 
+# ------------------------------------------------------------ update repository
+
+UPDATE_FOLDERS = ("metadata", "targets")
+"""The two folders of a signed update repository (docs/updates.md) served under /updates/."""
+_UPDATE_TYPES = {".json": "application/json", ".tar": "application/x-tar"}
+
+
+def add_update_routes(app: web.Application, repository: Path) -> None:
+    """Serve a TUF repository's ``metadata/`` and ``targets/`` read-only under ``/updates/``.
+
+    For ``clinic-hub serve --dev --updates DIR`` (a laptop's booths update from
+    it). Only regular files below those two folders, never a listing, never a
+    dot file, never a path that leaves the folder (``..``, or a symlink out);
+    big files are streamed by aiohttp's FileResponse (which also answers Range,
+    so an interrupted bundle download continues). The bytes need no trust:
+    booths verify every file against the signed metadata.
+    """
+    bases = {name: (repository / name).resolve() for name in UPDATE_FOLDERS}
+
+    async def serve_update(request: web.Request) -> web.StreamResponse:
+        base = bases.get(request.match_info["folder"])
+        parts = request.match_info["path"].split("/")
+        if base is None or any(not p or p.startswith(".") or "\\" in p for p in parts):
+            raise web.HTTPNotFound()
+        path = base.joinpath(*parts).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
+            raise web.HTTPNotFound()
+        kind = _UPDATE_TYPES.get(path.suffix, "application/octet-stream")
+        return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "no-cache"})
+
+    app.router.add_get("/updates/{folder}/{path:.+}", serve_update)
+
+
 # --------------------------------------------------------------------- TLS
 
 

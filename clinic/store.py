@@ -833,6 +833,42 @@ class Store:
             raise NotFoundError(f'there is no booth "{booth_id}"')
         return token
 
+    def booth_alert_counts(self, booth_id: str) -> tuple[int, int]:
+        """(unacknowledged, acknowledged) alerts from ``booth_id``: what removing it touches."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT count(*) FILTER (WHERE acked_at IS NULL), "
+                "count(*) FILTER (WHERE acked_at IS NOT NULL) FROM alerts WHERE booth_id = ?",
+                (booth_id,),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def remove_booth(self, booth_id: str) -> int:
+        """Forget a booth: its registration, credential and enrolled key; returns alerts deleted.
+
+        For a booth set up again (``kiosk-provision reset``) or retired: its id
+        can then be enrolled anew, and its old credential opens nothing (a
+        connection already open is refused at its next hello). Alerts not yet
+        acknowledged refuse the removal, since staff must see them; the
+        acknowledged ones go with the booth, which they name.
+        """
+        with self._write() as db:
+            if not _exists(db, "booths", "booth_id", booth_id):
+                raise NotFoundError(f'there is no booth "{booth_id}"')
+            unacked = db.execute(
+                "SELECT count(*) FROM alerts WHERE booth_id = ? AND acked_at IS NULL", (booth_id,)
+            ).fetchone()[0]
+            if unacked:
+                raise InvalidValueError(
+                    f'booth "{booth_id}" has {unacked} alert(s) not yet acknowledged; '
+                    "acknowledge them in the clinician console first (`clinic-hub alerts` "
+                    "lists them)"
+                )
+            gone = db.execute("DELETE FROM alerts WHERE booth_id = ?", (booth_id,)).rowcount
+            # booth_keys and code_attempts go by ON DELETE CASCADE.
+            db.execute("DELETE FROM booths WHERE booth_id = ?", (booth_id,))
+        return int(gone)
+
     # ---------------------------------------------------- enrollment
 
     def new_enrollment_code(self, now: float, *, lifetime: float = ENROLLMENT_SECONDS) -> str:

@@ -555,6 +555,7 @@ def test_commands_come_from_one_registry(
     assert [c.name for c in cli.COMMANDS] == [
         "add-clinician",
         "add-booth",
+        "remove-booth",
         "enroll-code",
         "add-appointment",
         "alerts",

@@ -296,7 +296,7 @@ class BoothRuntime:
             return  # not run by systemd: no updater is watching
         path = Path(folder.split(":")[0]) / STATUS_FILE
         last: BoothStatus | None = None
-        while not self._stopped.is_set():
+        while True:
             if self.link is not None and self.link.connected:
                 self._welcomed = True
             self._follow_hold(path.with_name(HOLD_FILE))
@@ -307,6 +307,8 @@ class BoothRuntime:
                     last = now
                 except OSError as exc:
                     _log.warning("status file not written (%s)", type(exc).__name__)
+            if self._stopped.is_set():
+                return
             await asyncio.sleep(STATUS_INTERVAL)
 
     async def _camera(self) -> Camera | None:

@@ -102,6 +102,12 @@ class Layout:
         return self._at(UPDATE_STATE_DIR)
 
     @property
+    def update_state_file(self) -> Path:
+        """The updater's ``state.json`` (0644, folder 0755, no secrets): the booth reads
+        ``alert`` from it to raise the update-blocked staff alert (fields: docs/updates.md)."""
+        return self.update_state / "state.json"
+
+    @property
     def runtime(self) -> Path:
         return self._at(RUN_DIR)
 
@@ -109,6 +115,13 @@ class Layout:
     def booth_status(self) -> Path:
         """Written by the booth, read by the updater (see provisioning.update.booth_status)."""
         return self.runtime / "status.json"
+
+    @property
+    def update_hold(self) -> Path:
+        """Written by the updater (JSON ``{"version": str, "at": unix_time}``) when it is ready
+        to switch; the booth answers ``"activity": "held"`` between visits and returns to
+        normal once the file is gone (see provisioning.update.booth_status)."""
+        return self.runtime / "update-hold"
 
     @property
     def units(self) -> Path:

@@ -7,7 +7,8 @@ with :func:`write_status` whenever its state changes::
 
 - ``version``: the release the running booth was installed as;
 - ``activity``: ``idle`` (nobody inside), ``visit`` (a resident, from the door
-  opening to the wipe), ``emergency``, ``technician`` or ``starting``;
+  opening to the wipe), ``emergency``, ``technician``, ``starting``, or
+  ``held`` (between visits, holding the switch off for the updater: see below);
 - ``ready``: true from the moment it sent ``READY=1`` to systemd;
 - ``self_check``: ``pass``, ``fail`` or ``pending`` (its start-up self-check).
 
@@ -15,6 +16,16 @@ The updater switches releases only when ``activity`` is ``idle``, and calls a
 new release healthy only when a status file written by *that* version says
 ready and ``pass`` (it deletes the old file before restarting the booth, so a
 stale one can never pass the gate). No personal data is ever in it.
+
+The hold (closing the race between "idle" and the restart): when ready to
+switch, the updater writes ``/run/telehealth-kiosk/update-hold``
+(``{"version": "<new>", "at": <unix time>}``) and waits up to a minute for the
+booth to say ``held``. The booth says so only between visits, and then shows
+its "updating" screen (911/988 still on it) instead of starting a visit. The
+updater restarts the booth only if the status still says ``held`` just before
+the restart (an emergency turns it into ``emergency``: the switch is undone);
+it removes the file on every way out, and the booth returns to normal when
+the file is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +52,11 @@ class BoothStatus:
     @property
     def idle(self) -> bool:
         return self.activity == "idle"
+
+    @property
+    def between_visits(self) -> bool:
+        """Idle, or already holding the switch off (nobody inside either way)."""
+        return self.activity in ("idle", "held")
 
     def healthy_as(self, version: str) -> bool:
         """The health gate: this version is running, told systemd READY=1 and passed its check."""

@@ -185,6 +185,13 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
         help='how to restart the booth (default "systemctl restart telehealth-kiosk.service")',
     )
     parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="trust only this certificate for the repository's https (e.g. clinic-hub --dev's)",
+    )
+    parser.add_argument(
         "--health-deadline",
         type=float,
         default=None,
@@ -209,6 +216,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["repository"] = args.repository
     if args.restart_command:
         overrides["restart_command"] = tuple(shlex.split(args.restart_command))
+    if args.ca_file is not None:
+        overrides["ca_file"] = args.ca_file
     if args.health_deadline is not None:
         overrides["health_deadline_s"] = args.health_deadline
     outcome = UpdateRun(layout, Settings.from_config(cfg, **overrides)).run()

@@ -64,6 +64,7 @@ def write_atomic(path: Path, data: bytes, steps: StepHook = no_steps, mode: int 
     steps(f"create {tmp.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask (the updater's unit: 0077)
         steps(f"write {tmp.name}")
         view = memoryview(data)
         while view:

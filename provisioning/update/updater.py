@@ -13,9 +13,14 @@ is finished or undone by the next run, see :meth:`UpdateRun._recover`):
 4. download the bundle (verified against its signed length and hash) and
    install it into ``releases/<version>`` beside the running one;
 5. only when the booth says it is idle and the clock is inside the maintenance
-   window: replace ``current`` by rename, restart the booth and wait for the
-   health gate (the new version's status says ready and self-check pass);
-   failing that, mark the version bad (never retried), switch back, restart.
+   window: ask the booth to hold the switch off (the ``update-hold`` file) and
+   wait for it to say ``held`` (between visits, showing its "updating" screen);
+   replace ``current`` by rename, check once more that it still holds (an
+   emergency undoes the switch), restart the booth and wait for the health
+   gate (the new version's status says ready and self-check pass); failing
+   that, mark the version bad (never retried), switch back, restart;
+6. after a healthy switch, delete releases other than the running one and the
+   previous known-good one.
 
 Every outcome is written to ``state.json`` in the update state folder; when
 updates have been impossible for :attr:`Settings.alert_after`, ``alert`` is
@@ -46,8 +51,16 @@ from tuf.api import exceptions as tuf_errors
 from kiosk.config import BoothConfig, MaintenanceWindow
 from provisioning.layout import Layout
 from provisioning.update import UpdateError
-from provisioning.update._tuf import FetcherInterface, Metadata, Timestamp, Updater, UpdaterConfig
-from provisioning.update.booth_status import read_status
+from provisioning.update._tuf import (
+    FetcherInterface,
+    Metadata,
+    Root,
+    TargetFile,
+    Timestamp,
+    Updater,
+    UpdaterConfig,
+)
+from provisioning.update.booth_status import BoothStatus, read_status
 from provisioning.update.bundle import (
     MAX_BUNDLE_BYTES,
     ROOT_FILE,
@@ -57,7 +70,6 @@ from provisioning.update.bundle import (
     read_source,
 )
 from provisioning.update.fsio import (
-    TMP_SUFFIX,
     StepHook,
     copy_atomic,
     fsync_dir,
@@ -74,6 +86,8 @@ log = logging.getLogger("provisioning.update")
 STATE_FILE: Final = "state.json"
 METADATA_DIR: Final = "metadata"
 DOWNLOADS_DIR: Final = "downloads"
+PARTIAL_SUFFIX: Final = ".part"
+"""``downloads/<sha256>.part``: a bundle download cut short, continued by the next run."""
 MAX_SWITCH_ATTEMPTS: Final = 3
 """A switch interrupted this often (power cut at every restart?) marks the version bad."""
 
@@ -113,8 +127,12 @@ class Settings:
     restart_command: Sequence[str] = ("systemctl", "restart", "telehealth-kiosk.service")
     health_deadline_s: float = 120.0
     health_poll_s: float = 0.5
+    hold_timeout_s: float = 60.0
+    """How long the booth has to answer the hold (say ``held``) before the switch is put off."""
     download_deadline_s: float = 1800.0
     socket_timeout_s: float = 30.0
+    ca_file: Path | None = None
+    """Trust only this certificate (chain) for the repository's https, e.g. a hub's own."""
     alert_after: timedelta = timedelta(days=3)
     max_bundle_bytes: int = MAX_BUNDLE_BYTES
     tuf: UpdaterConfig = field(
@@ -209,19 +227,27 @@ class DeadlineFetcher(FetcherInterface):
         socket_timeout_s: float,
         user_agent: str,
         monotonic: Callable[[], float] = time.monotonic,
+        ca_file: Path | None = None,
     ) -> None:
         self.deadline_s = deadline_s
         self.monotonic = monotonic
         self._deadline = monotonic() + deadline_s
         self._timeout = urllib3.Timeout(connect=socket_timeout_s, read=socket_timeout_s)
-        self._pool = urllib3.PoolManager(headers={"User-Agent": user_agent})
+        self._pool = urllib3.PoolManager(
+            headers={"User-Agent": user_agent},
+            ca_certs=None if ca_file is None else str(ca_file),
+        )
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        return self._chunks(url, self._request(url, {}))
+
+    def _request(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         self._check(url)
         try:
             response = self._pool.request(
                 "GET",
                 url,
+                headers=headers or None,
                 preload_content=False,
                 timeout=self._timeout,
                 retries=urllib3.Retry(total=2, redirect=0, raise_on_status=False),
@@ -233,7 +259,31 @@ class DeadlineFetcher(FetcherInterface):
         if response.status >= 400:
             response.release_conn()
             raise tuf_errors.DownloadHTTPError(f"{url}: HTTP {response.status}", response.status)
-        return self._chunks(url, response)
+        return response
+
+    def fetch_from(self, url: str, start: int) -> tuple[int, Iterator[bytes]]:
+        """The bytes of ``url`` from ``start`` on if the server honours a Range request.
+
+        Returns where the body starts: ``start`` for a 206 answer whose
+        Content-Range says so, 0 for a server that sends the whole file (200).
+        """
+        if start <= 0:
+            return 0, self.fetch(url)
+        response = self._request(url, {"Range": f"bytes={start}-"})
+        if response.status == 206:
+            unit, _, spec = (response.headers.get("Content-Range") or "").partition(" ")
+            first = spec.partition("-")[0]
+            if unit != "bytes" or not first.isdigit() or int(first) != start:
+                response.release_conn()
+                raise tuf_errors.DownloadError(
+                    f"{url}: asked for bytes from {start}, the server answered "
+                    f"Content-Range {response.headers.get('Content-Range')!r}"
+                )
+            return start, self._chunks(url, response)
+        if response.status != 200:
+            response.release_conn()
+            raise tuf_errors.DownloadHTTPError(f"{url}: HTTP {response.status}", response.status)
+        return 0, self._chunks(url, response)
 
     def _chunks(self, url: str, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         try:
@@ -267,7 +317,7 @@ class UpdateRun:
         *,
         clock: Callable[[], datetime] = utc_now,
         steps: StepHook = no_steps,
-        fetcher: FetcherInterface | None = None,
+        fetcher: DeadlineFetcher | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -282,18 +332,24 @@ class UpdateRun:
             settings.socket_timeout_s,
             settings.tuf.app_user_agent or "telehealth-kiosk-update",
             monotonic,
+            settings.ca_file,
         )
         self.state_dir = layout.update_state
         self.metadata_dir = self.state_dir / METADATA_DIR
         self.downloads = self.state_dir / DOWNLOADS_DIR
-        self.state_path = self.state_dir / STATE_FILE
+        self.state_path = layout.update_state_file
         self._restarted_at = 0.0
+        self._targets_url = ""
 
     # ------------------------------------------------------------------ entry
 
     def run(self) -> Outcome:
         """Do one run and record its outcome; never raises for an expected problem."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        # The booth (another user) reads state.json for the update-blocked alert;
+        # metadata/ and downloads/ below stay private to the updater.
+        if self.state_dir.stat().st_mode & 0o755 != 0o755:
+            self.state_dir.chmod(0o755)
         with self._locked():
             state = State.load(self.state_path)
             try:
@@ -339,6 +395,7 @@ class UpdateRun:
 
     def _recover(self, state: State) -> None:
         """Finish or undo whatever a crash interrupted, before anything new."""
+        self._release_hold()  # a hold lives only as long as the run that made it
         remove_leftovers(self.state_dir)
         remove_leftovers(self.downloads)
         remove_leftovers(self.layout.app)
@@ -388,10 +445,11 @@ class UpdateRun:
             status = read_status(self.layout.booth_status)
             if status is not None and status.healthy_as(new):
                 self._commit(state, old, new)
-            elif status is not None and not status.idle:
-                return  # someone is using it; the gate runs on the next run
-            else:
+            elif status is None:  # not running at all: nobody to interrupt
                 self._gate_or_rollback(state, old, new)
+            elif status.between_visits and self._hold(new):
+                self._gate_or_rollback(state, old, new, held=True)
+            # else someone is using it, or it did not hold: the gate runs on a later run
 
     # ------------------------------------------------------------------- run
 
@@ -457,6 +515,7 @@ class UpdateRun:
             source = {"metadata_url": base + "metadata/", "targets_url": base + "targets/"}
         else:
             source = read_source(self.layout.release(current))
+        self._targets_url = source["targets_url"].rstrip("/") + "/"
         try:
             return Updater(
                 str(self.metadata_dir),
@@ -544,21 +603,7 @@ class UpdateRun:
                 )
             final = self.downloads / Path(info.path).name
             if updater.find_cached_target(info, str(final)) is None:
-                partial = final.with_name(final.name + TMP_SUFFIX)
-                self.steps(f"download {final.name}")
-                try:
-                    updater.download_target(info, str(partial))
-                    fd = os.open(partial, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                except BaseException:
-                    partial.unlink(missing_ok=True)
-                    raise
-                self.steps(f"rename {partial.name} -> {final.name}")
-                partial.replace(final)
-                fsync_dir(self.downloads, self.steps)
+                self._download_bundle(info, final)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise UpdateError(
                 f"bundle {version} refused ({type(exc).__name__}: {exc}); nothing was installed"
@@ -581,6 +626,89 @@ class UpdateRun:
         remove_tree(final, self.steps)
         log.info("update: %s installed beside the running release", version)
 
+    def _target_url(self, info: TargetFile) -> str:
+        """Where ngclient would fetch ``info`` from (hash-prefixed under consistent snapshots)."""
+        path = info.path
+        root = Metadata[Root].from_bytes((self.metadata_dir / ROOT_FILE).read_bytes())
+        if root.signed.consistent_snapshot and self.settings.tuf.prefix_targets_with_hash:
+            folder, sep, name = path.rpartition("/")
+            path = f"{folder}{sep}{info.hashes['sha256']}.{name}"
+        return self._targets_url + path
+
+    def _download_bundle(self, info: TargetFile, final: Path) -> None:
+        """Download a bundle into ``final``, continuing a download an earlier run left partial.
+
+        The bytes so far are kept as ``downloads/<sha256>.part`` (named by the
+        signed hash, so a partial is only ever continued for the same bundle)
+        and the rest is asked for with an HTTP Range request; a server that
+        answers with the whole file (200) starts it over. Nothing is trusted
+        until the whole file has the signed length and hash; one that is too
+        long or has the wrong hash is deleted.
+        """
+        self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = self.downloads / (info.hashes["sha256"] + PARTIAL_SUFFIX)
+        for stale in self.downloads.glob("*" + PARTIAL_SUFFIX):
+            if stale != partial:  # another bundle's, superseded by this one
+                stale.unlink()
+        have = partial.stat().st_size if partial.is_file() else 0
+        if have > info.length:
+            partial.unlink()
+            have = 0
+        if have < info.length:
+            self.steps(f"download {final.name}")
+            self._fetch_into(partial, have, info)
+        try:
+            with partial.open("rb") as f:
+                info.verify_length_and_hashes(f)
+        except tuf_errors.LengthOrHashMismatchError:
+            partial.unlink()  # never continued: start over next time
+            raise
+        self.steps(f"rename {partial.name} -> {final.name}")
+        partial.replace(final)
+        fsync_dir(self.downloads, self.steps)
+
+    def _fetch_into(self, partial: Path, have: int, info: TargetFile) -> None:
+        url = self._target_url(info)
+        start, chunks = self.fetcher.fetch_from(url, have)
+        if have:
+            log.info("update: continuing %s from byte %d (server: from %d)", url, have, start)
+        size = start
+        fd: int | None = None
+        try:
+            for chunk in chunks:
+                if size + len(chunk) > info.length:
+                    if fd is not None:
+                        os.close(fd)
+                        fd = None
+                    partial.unlink(missing_ok=True)
+                    raise tuf_errors.DownloadLengthMismatchError(
+                        f"{url}: more than the signed {info.length} bytes"
+                    )
+                if fd is None:  # opened with the first bytes: never an empty partial
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                    fd = os.open(partial, flags, 0o600)
+                    os.ftruncate(fd, start)
+                    os.lseek(fd, start, os.SEEK_SET)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += len(chunk)
+        except tuf_errors.DownloadLengthMismatchError:
+            raise
+        except tuf_errors.DownloadError as exc:
+            raise tuf_errors.DownloadError(
+                f"{exc}; {size} of {info.length} bytes kept, continued on the next run"
+            ) from exc
+        finally:
+            if fd is not None:
+                os.fsync(fd)
+                os.close(fd)
+        if size < info.length:
+            raise tuf_errors.DownloadError(
+                f"{url}: the server stopped after {size} of {info.length} bytes; "
+                "the rest is asked for on the next run"
+            )
+
     # ---------------------------------------------------------------- switch
 
     def in_window(self, now: datetime) -> bool:
@@ -597,7 +725,7 @@ class UpdateRun:
                 version,
             )
         status = read_status(self.layout.booth_status)
-        if status is None or not status.idle:
+        if status is None or not status.between_visits:
             doing = (
                 "has not reported its state" if status is None else f"is busy ({status.activity})"
             )
@@ -606,9 +734,61 @@ class UpdateRun:
                 f"{version} is installed; it starts when the booth is idle (the booth {doing})",
                 version,
             )
+        if not self._hold(version):
+            return Outcome(
+                Result.WAITING,
+                f"{version} is installed; the booth did not hold the switch off within "
+                f"{self.settings.hold_timeout_s:g} s (a visit began, or it did not answer); "
+                "tried again on a later run",
+                version,
+            )
         state.switch = {"from": current, "to": version, "attempts": 1}
         self._save(state)
-        return self._gate_or_rollback(state, current, version)
+        return self._gate_or_rollback(state, current, version, held=True)
+
+    def _hold(self, version: str) -> bool:
+        """Ask the booth to hold the switch off and wait until it says ``held``.
+
+        The booth answers only between visits (and then shows its "updating"
+        screen, 911/988 still on it); a visit that starts first wins, and the
+        hold is withdrawn. False (hold withdrawn) unless the booth held.
+        """
+        body = json.dumps({"version": version, "at": int(time.time())}).encode() + b"\n"
+        try:
+            write_atomic(self.layout.update_hold, body, mode=0o644)  # tmpfs: no crash steps
+        except OSError as exc:
+            log.warning("update: cannot ask the booth to hold (%s)", exc.strerror)
+            return False
+        deadline = self.monotonic() + self.settings.hold_timeout_s
+        while True:
+            status = read_status(self.layout.booth_status)
+            if status is not None and status.activity == "held":
+                return True
+            if status is not None and not status.between_visits:
+                log.info("update: the booth became busy (%s) before holding", status.activity)
+                break
+            if self.monotonic() >= deadline:
+                log.warning("update: the booth did not hold within the deadline")
+                break
+            self.sleep(self.settings.health_poll_s)
+        self._release_hold()
+        return False
+
+    def _release_hold(self) -> None:
+        """Withdraw the hold; the booth returns to normal service when the file is gone."""
+        try:
+            self.layout.update_hold.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("update: cannot remove the hold file (%s)", exc.strerror)
+
+    def _still_held(self) -> BoothStatus | None:
+        """The status read just before the restart: None while the booth still holds."""
+        status = read_status(self.layout.booth_status)
+        if status is not None and status.activity == "held":
+            return None
+        return status or BoothStatus("?", "starting", False, "pending")
 
     def _switch_link(self, version: str) -> None:
         target = f"releases/{version}"
@@ -665,9 +845,24 @@ class UpdateRun:
                 return False
             self.sleep(self.settings.health_poll_s)
 
-    def _gate_or_rollback(self, state: State, old: str, new: str) -> Outcome:
+    def _gate_or_rollback(self, state: State, old: str, new: str, *, held: bool = False) -> Outcome:
         self._switch_link(new)
-        if self._restart() and self._healthy(new):
+        if held and (left := self._still_held()) is not None:
+            # An emergency (or anything) since the booth held: never restart under it.
+            log.warning("update: the booth left its hold (%s); switching back", left.activity)
+            self._switch_link(old)
+            self._release_hold()
+            state.switch = None
+            self._save(state)
+            return Outcome(
+                Result.WAITING,
+                f"{new} is installed; the booth left its hold ({left.activity}) just before "
+                "the restart, so it was not restarted; tried again on a later run",
+                new,
+            )
+        restarted = self._restart()
+        self._release_hold()
+        if restarted and self._healthy(new):
             self._commit(state, old, new)
             return Outcome(Result.UPDATED, f"{new} is running and healthy (was {old})", new)
         log.error("update-failed: %s did not pass its health gate; rolling back to %s", new, old)
@@ -696,6 +891,30 @@ class UpdateRun:
         state.switch = None
         self._save(state)
         log.info("update: now running %s (was %s)", new, old)
+        self._prune(state, keep={new, old})
+
+    def _prune(self, state: State, keep: set[str]) -> None:
+        """Delete releases beyond the running one and the previous known-good one.
+
+        Only after a healthy switch, and only release folders (named by a
+        version) that ``current`` does not name: never the running release.
+        """
+        running = self.current_version()
+        if running is not None:
+            keep = keep | {running}
+        for folder in sorted(self.layout.releases.iterdir()):
+            try:
+                parse_version(folder.name)
+            except UpdateError:
+                continue  # not a release (and not ours to judge)
+            if folder.name in keep or not folder.is_dir() or folder.is_symlink():
+                continue
+            remove_tree(folder, self.steps)
+            log.info("update: release %s deleted (neither running nor previous good)", folder.name)
+        kept = [v for v in state.installed if v in keep]
+        if kept != state.installed:
+            state.installed = kept
+            self._save(state)
 
     # ---------------------------------------------------------------- record
 

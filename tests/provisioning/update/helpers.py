@@ -5,13 +5,17 @@ The "booth" in a test release is a console script ``telehealth-kiosk`` that
 writes the booth status file (``provisioning.update.booth_status``) and exits;
 a release built with ``ready=False`` never reports ready. The restart hook is
 ``restart_booth.py``, which runs ``current/bin/telehealth-kiosk`` of the root.
+The running booth's side of the hold is :class:`FakeBooth`, played whenever the
+updater waits (its ``sleep``), or from a thread for an updater in a subprocess.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import sys
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioning.layout import Layout
-from provisioning.update.booth_status import BoothStatus, write_status
+from provisioning.update.booth_status import BoothStatus, read_status, write_status
 from provisioning.update.bundle import install_release, make_bundle
 from provisioning.update.publish import Expiry, Repository, keygen
 from provisioning.update.updater import Settings, UpdateRun
@@ -263,9 +267,76 @@ def restart_command(root: Path) -> tuple[str, ...]:
     return (sys.executable, str(RESTART_SCRIPT), str(root))
 
 
-def updater(layout: Layout, publisher: Publisher, clock: Clock, **overrides: Any) -> UpdateRun:
+class FakeBooth:
+    """The running booth's answer to the updater's hold, as kiosk/app.py gives it.
+
+    Between visits it answers a hold file with ``answer`` ("held"; "visit" for
+    a resident who opened the door first; None for a booth that never answers)
+    and goes back to "idle" once the file is gone. ``holds`` lists the hold
+    files it saw. Called as the updater's ``sleep``, it acts whenever the
+    updater waits, so the tests stay deterministic.
+    """
+
+    def __init__(self, layout: Layout, answer: str | None = "held") -> None:
+        self.layout = layout
+        self.answer = answer
+        self.holds: list[dict[str, Any]] = []
+
+    def react(self) -> None:
+        status = read_status(self.layout.booth_status)
+        if status is None:
+            return
+        try:
+            hold = json.loads(self.layout.update_hold.read_bytes())
+        except FileNotFoundError:
+            hold = None
+        if hold is not None and status.activity == "idle" and self.answer is not None:
+            self.holds.append(hold)
+            write_status(
+                self.layout.booth_status, dataclasses.replace(status, activity=self.answer)
+            )
+        elif hold is None and status.activity == "held":
+            write_status(self.layout.booth_status, dataclasses.replace(status, activity="idle"))
+
+    def __call__(self, seconds: float) -> None:
+        self.react()
+        time.sleep(min(seconds, 0.01))
+
+
+class BoothThread(FakeBooth):
+    """The same booth, reacting on its own (for an updater run in a subprocess)."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self.react()
+
+    def __enter__(self) -> BoothThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def updater(
+    layout: Layout,
+    publisher: Publisher,
+    clock: Clock,
+    *,
+    booth: FakeBooth | None = None,
+    **overrides: Any,
+) -> UpdateRun:
     overrides.setdefault("restart_command", restart_command(layout.root))
-    return UpdateRun(layout, settings(publisher, **overrides), clock=clock)
+    overrides.setdefault("hold_timeout_s", 2.0)
+    return UpdateRun(
+        layout, settings(publisher, **overrides), clock=clock, sleep=booth or FakeBooth(layout)
+    )
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes | str]:

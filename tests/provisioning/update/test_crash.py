@@ -27,7 +27,12 @@ from provisioning.update import updater as updater_module
 from provisioning.update.fsio import TMP_SUFFIX, Steps
 from provisioning.update.updater import Result, State, UpdateRun
 from tests.provisioning.update.conftest import World
-from tests.provisioning.update.helpers import iter_empty_files, restart_command, settings
+from tests.provisioning.update.helpers import (
+    FakeBooth,
+    iter_empty_files,
+    restart_command,
+    settings,
+)
 
 
 class Killed(BaseException):
@@ -51,6 +56,7 @@ def run(
             settings(world.publisher, restart_command=restart_command(world.layout.root)),
             clock=world.clock,
             steps=steps,
+            sleep=FakeBooth(world.layout),
         ).run()
     except Killed:
         outcome = None
@@ -197,7 +203,8 @@ def test_killed_process_mid_switch(published: tuple[World, Path]) -> None:
         "class P: pass\n"
         "p = P(); p.server = P(); p.server.url = sys.argv[2]\n"
         "s = h.settings(p, restart_command=h.restart_command(Layout(sys.argv[1]).root))\n"
-        "UpdateRun(Layout(sys.argv[1]), s, clock=h.Clock(), steps=Steps(fault)).run()\n"
+        "b = h.FakeBooth(Layout(sys.argv[1]))\n"
+        "UpdateRun(Layout(sys.argv[1]), s, clock=h.Clock(), steps=Steps(fault), sleep=b).run()\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", driver, str(layout.root), world.publisher.server.url],

@@ -16,6 +16,7 @@ from provisioning.update.booth_status import read_status
 from provisioning.update.updater import Result, read_state
 from tests.provisioning.update.conftest import World
 from tests.provisioning.update.helpers import (
+    BoothThread,
     release_view,
     restart_command,
     set_activity,
@@ -153,28 +154,30 @@ def test_command_line_run(world: World) -> None:
     layout.config.write_text(config)
     pub.publish("2.0.0")
     restart = " ".join(restart_command(layout.root))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "provisioning.update",
-            "run",
-            "--root",
-            str(layout.root),
-            "--repository",
-            pub.server.url,
-            "--restart-command",
-            restart,
-            "--health-deadline",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    with BoothThread(layout) as booth:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "provisioning.update",
+                "run",
+                "--root",
+                str(layout.root),
+                "--repository",
+                pub.server.url,
+                "--restart-command",
+                restart,
+                "--health-deadline",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("updated: 2.0.0 is running")
+    assert booth.holds and {h["version"] for h in booth.holds} == {"2.0.0"}
     assert os.readlink(layout.current) == "releases/2.0.0"
     bad = subprocess.run(
         [

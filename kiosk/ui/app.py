@@ -44,13 +44,24 @@ from kiosk.technician import Outcome, PinGate
 from kiosk.ui import lockdown
 from kiosk.ui.look import Look
 from kiosk.ui.root import BoothRoot
+from kiosk.ui.video import Picture
 
 _log = logging.getLogger(__name__)
 
 PREVIEW_INTERVAL = 0.1
 """Self-view and microphone bar before a call: ten pictures a second are enough to check."""
-CALL_FPS = 25
-"""The clinician's face in a call: drawn this often, and Kivy ticks at least this fast then."""
+CALL_FPS = 15
+"""The clinician's face in a call: looked for this often, and Kivy ticks at least this fast then.
+
+The screen is redrawn only when a new picture came (:mod:`kiosk.ui.video`).
+Without a GPU each redraw of the 1024x600 call screen costs about 16 ms of
+CPU (``tests/perf/bench_call.py``), so every picture a second costs about
+1 CPU second a call-minute: asked for 25, Mesa's llvmpipe managed 8 to 14
+and took most of a core. 15 is a usual rate for a face in a video visit.
+"""
+SELF_VIEW_EVERY = 3
+"""In a call the resident's own picture is taken with every third of the clinician's (5 a
+second): it is small and only says the camera works, and taken alone it is one more redraw."""
 
 
 class RemoteVideo(Protocol):
@@ -97,8 +108,10 @@ class BoothApp(App):  # type: ignore[misc]
         self._read_first = _ReadInputFirst(Window)
         self._preview: Any = None
         self._preview_interval = 0.0
-        self._texture: Any = None
-        self._remote_texture: Any = None
+        self._ticks = 0
+        self._clinician_due = 0.0
+        self._self_view = Picture()
+        self._clinician = Picture()
         self._idle_fps: float | None = None
 
     # ------------------------------------------------------------ Kivy hooks
@@ -140,6 +153,21 @@ class BoothApp(App):  # type: ignore[misc]
 
     def open_settings(self, *largs: Any) -> bool:
         return False  # Kivy's settings panel is never reachable on a booth
+
+    @property
+    def _texture(self) -> Any:
+        """The resident's picture on the screen now, if any."""
+        return self._self_view.texture
+
+    @property
+    def _remote_texture(self) -> Any:
+        """The clinician's picture on the screen now, if any."""
+        return self._clinician.texture
+
+    @property
+    def remote_pictures(self) -> int:
+        """Clinician pictures put on the screen so far (the call benchmark's frame rate)."""
+        return self._clinician.shown
 
     # ------------------------------------------------------------ input
 
@@ -196,11 +224,15 @@ class BoothApp(App):  # type: ignore[misc]
             loop = asyncio.get_event_loop()
             waited = int(max(0.0, loop.time() - visit.started) // 60)
         clinician = getattr(self.remote, "clinician_state", None)
+        bundles = getattr(self.runtime, "bundles", None)
+        staged = getattr(bundles, "status", None)
         return Context(
             self.config_,
             waited_minutes=waited,
             clinician_muted=bool(getattr(clinician, "muted", False)),
             clinician_camera_off=bool(getattr(clinician, "camera_off", False)),
+            bundle_summary=str(getattr(staged, "summary", "")),
+            bundle_reason=str(getattr(staged, "reason", "")),
         )
 
     def _translator(self) -> Translator:
@@ -248,9 +280,9 @@ class BoothApp(App):  # type: ignore[misc]
             self._preview = Clock.schedule_interval(self._refresh_preview, interval)
             self._preview_interval = interval
         if not wanted:
-            self._texture = None  # drop the last picture of the resident too
+            self._self_view.clear()  # drop the last picture of the resident too
         if not view.remote_video:
-            self._remote_texture = None  # and of the clinician
+            self._clinician.clear()  # and of the clinician
         self._set_call_fps(view.remote_video)
 
     def _set_call_fps(self, calling: bool) -> None:
@@ -266,17 +298,40 @@ class BoothApp(App):  # type: ignore[misc]
         if self.root_widget is None:
             return
         screen = self.root_widget.manager.current_screen
+        calling = hasattr(screen, "remote")
+        clinician_due = calling and self._clinician_is_due()
+        if clinician_due:
+            self._ticks += 1
+        changed = False  # a level bar redraws itself; a texture's new pixels need asking
+        remote = self.remote if clinician_due else None
+        if remote is not None and self._clinician.update(remote.remote_frame()):
+            screen.remote = self._clinician.texture
+            changed = True
         preview = getattr(self.controller.devices, "preview", None)
         if preview is not None:
             if hasattr(screen, "level"):
                 screen.level = self.controller.devices.level()  # type: ignore[attr-defined]
-            if hasattr(screen, "frame"):
-                self._texture = _show(preview(), self._texture)
-                screen.frame = self._texture
-        if hasattr(screen, "remote") and self.remote is not None:
-            self._remote_texture = _show(self.remote.remote_frame(), self._remote_texture)
-            screen.remote = self._remote_texture
-        screen.canvas.ask_update()
+            # In a call, with the clinician's picture: one redraw for both.
+            due = not calling or (clinician_due and self._ticks % SELF_VIEW_EVERY == 0)
+            shows = hasattr(screen, "frame") and (due or screen.frame is None)
+            if shows and self._self_view.update(preview()):
+                screen.frame = self._self_view.texture
+                changed = True
+        if changed:
+            screen.canvas.ask_update()
+
+    def _clinician_is_due(self) -> bool:
+        """At most :data:`CALL_FPS` clinician pictures a second, however often Kivy ticks.
+
+        Kivy's interval events catch up after a late frame, which drew up to a
+        third more pictures than asked for.
+        """
+        now = Clock.get_time()
+        period = 1 / CALL_FPS
+        if now < self._clinician_due:
+            return False
+        self._clinician_due = max(self._clinician_due, now - period / 2) + period
+        return True
 
     def _rebuild(self) -> None:
         """Draw everything anew for a new look: kv rules read sizes and colours once."""
@@ -345,18 +400,6 @@ class _ReadInputFirst(MotionEventProvider):  # type: ignore[misc]
 
 
 _IDLE_WATCHED = frozenset({State.NOTICE, State.DOOR_CHECK, State.CHECK_IN, State.DEVICE_CHECK})
-
-
-def _show(frame: Frame | None, texture: Any) -> Any:
-    """``frame`` in ``texture`` (a new one when the size changed); None for no picture."""
-    if frame is None:
-        return None
-    from kivy.graphics.texture import Texture
-
-    if texture is None or tuple(texture.size) != (frame.width, frame.height):
-        texture = Texture.create(size=(frame.width, frame.height), colorfmt="rgb")
-    texture.blit_buffer(frame.rgb, colorfmt="rgb", bufferfmt="ubyte")
-    return texture
 
 
 async def run_app(app: BoothApp, stopped: asyncio.Event) -> None:

@@ -40,11 +40,13 @@ explicit: none, or the dead STUN server below; the hub has no TURN server.
   that level patched to 30 fps (``*``) shows what changing the constant would do.
 
   Two ways of running it: **with its screen** (window mode, the real Kivy
-  window on an ``Xvfb`` started here, the simulator's panel beside it as on a
-  laptop; driven by touches at the centre of its buttons, delivered in-process
-  through Kivy's touch path like ``tests/kiosk/ui/harness.py`` does, since
-  window mode reads no commands), and **headless** (``--headless``: no screen,
-  the simulator's commands on stdin).
+  window on an ``Xvfb`` started here, the booth's screen alone at the
+  configured 1024x600: the simulator's panel that a laptop shows beside it
+  is left out, as a booth has none; driven by touches at the centre of its
+  buttons, delivered in-process through Kivy's touch path like
+  ``tests/kiosk/ui/harness.py`` does, since window mode reads no commands),
+  and **headless** (``--headless``: no screen, the simulator's commands on
+  stdin).
 * The browser-kiosk alternative: ``tests/perf/browser_kiosk.html`` in a
   Chromium on the same ``Xvfb`` (a window, like a kiosk browser; software
   rendering, ``--disable-gpu``, like the booth's llvmpipe), speaking to the hub
@@ -87,6 +89,18 @@ RSS over its whole life) is given too. Xvfb's and the console's CPU over the
 same window are printed for reference. What each side actually sent and got
 is printed from WebRTC statistics (the console's and the page's
 ``getStats()``; the booth's count of frames received).
+
+**Where it goes.** For each booth row, over the same window: CPU by thread
+(``/proc/PID/task/*/stat``; the booth process names its Python threads on its
+pipe): the main thread (Kivy and the booth's loop), Mesa's ``llvmpipe-N``
+rasterizer threads, the call's loop, aiortc's codec workers; PSS at the
+window's end by mapping (``/proc/PID/smaps``): heap and anonymous memory, GL
+libraries (Mesa, LLVM), FFmpeg, Kivy and SDL, numpy, the rest. PSS of a
+shared library is split with every process mapping it, so it is lower
+while other programs using Mesa or FFmpeg run on the machine. With the
+screen, also the clinician pictures the screen took up and the frames Kivy
+drew, a second (``BoothApp.remote_pictures``, the window's ``on_flip``).
+``BENCH_CALL_KEEP=1`` keeps the booth's last ``smaps`` beside its log.
 """
 
 from __future__ import annotations
@@ -265,7 +279,93 @@ class Meter:
         return 60 * self.cpu_s / wall if wall > 0 else float("nan")
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread of ``pid``: thread id -> (its kernel name, CPU seconds so far)."""
+    out: dict[int, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                stat = (task / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def thread_group(tid: int, kernel_name: str, pid: int, names: dict[int, str]) -> str:
+    """Which part of the booth a thread is: Kivy's loop, the call's, codecs, Mesa's..."""
+    if tid == pid:
+        return "main (Kivy + booth loop)"
+    if kernel_name.startswith("llvmpipe"):
+        return "llvmpipe (Mesa)"
+    name = names.get(tid, kernel_name)
+    if name.startswith("call-media"):
+        return "call loop (aiortc)"
+    if name.startswith(("ThreadPoolExecutor", "asyncio", "video-decoder", "audio-decoder")):
+        return "codecs (aiortc's workers)"
+    return "other"
+
+
+def cpu_by_group(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    pid: int,
+    names: dict[int, str],
+    wall: float,
+) -> dict[str, float]:
+    """CPU seconds per minute of ``wall`` by :func:`thread_group`, busiest first."""
+    out: dict[str, float] = {}
+    for tid, (kernel_name, cpu) in after.items():
+        group = thread_group(tid, kernel_name, pid, names)
+        used = cpu - before.get(tid, (kernel_name, 0.0))[1]
+        out[group] = out.get(group, 0.0) + 60 * used / wall
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+MAPPING_GROUPS = (
+    ("GL (Mesa, LLVM)", re.compile(r"libLLVM|/dri/|libGL|libEGL|libglapi|libgbm|libdrm|libz3")),
+    ("FFmpeg, codecs (av)", re.compile(r"/av/|av\.libs|libvpx|libopus|libsrtp|pylibsrtp")),
+    ("Kivy, SDL", re.compile(r"/kivy/|Kivy\.libs|SDL")),
+    ("numpy", re.compile(r"numpy")),
+    ("Python, other libraries", re.compile(r"\.so|python")),
+)
+
+
+def pss_by_group(pid: int) -> dict[str, float]:
+    """PSS in MiB of ``pid`` by kind of mapping: heaps, GL libraries, FFmpeg, Python..."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    group = ""
+    for line in text.splitlines():
+        head = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
+        if head:
+            path = head.group(1)
+            if not path or path == "[heap]":
+                group = "heap, malloc arenas, anonymous"
+            elif path.startswith("["):
+                group = "stacks, kernel"
+            else:
+                group = next((g for g, rx in MAPPING_GROUPS if rx.search(path)), "other files")
+        elif line.startswith("Pss:"):
+            out[group] = out.get(group, 0.0) + int(line.split()[1]) / 1024
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 # ---------------------------------------------------------------- inside the booth process
+
+
+def _note_threads(emit: Callable[..., None]) -> None:
+    """Tell the benchmark which Python thread each kernel thread is, whenever that changes."""
+    seen: dict[int, str] = {}
+    while True:
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        if names != seen:
+            seen = names
+            emit("threads", names={str(k): v for k, v in names.items()})
+        time.sleep(1.0)
 
 
 class _RemoteVideoProbe:
@@ -315,6 +415,7 @@ async def _drive_window(runtime: Any, emit: Callable[..., None]) -> None:
     pilot = Pilot(app, runtime)
     await pilot.settle()
     emit("window")
+    counting = asyncio.ensure_future(_count_drawn(app, emit))
     while (line := await lines.get()) is not None:
         verb, _, name = line.strip().partition(" ")
         if verb != "press":
@@ -323,6 +424,55 @@ async def _drive_window(runtime: Any, emit: Callable[..., None]) -> None:
             await pilot.press(name)
         except Exception as exc:
             emit("error", what=f"press {name}: {exc}")
+    counting.cancel()
+
+
+async def _count_drawn(app: Any, emit: Callable[..., None]) -> None:
+    """Each second: clinician pictures the screen took up, and frames Kivy drew in all."""
+    from kivy.core.window import Window
+
+    flips = [0]
+
+    def flipped(*_: Any) -> None:
+        flips[0] += 1
+
+    Window.bind(on_flip=flipped)
+    try:
+        while True:
+            emit("drawn", pictures=app.remote_pictures, flips=flips[0])
+            await asyncio.sleep(1.0)
+    finally:
+        Window.unbind(on_flip=flipped)
+
+
+def _screen_only() -> None:
+    """The booth's screen alone, as on a booth: the simulator's panel is a laptop's extra.
+
+    ``kiosk.__main__`` widens the window and puts the panel beside the screen
+    whenever the hardware is simulated; the benchmark presses buttons itself.
+    Each redraw of a GPU-less window costs CPU by its area, and the panel
+    made the window a quarter wider than the booth's screen.
+    """
+    from kiosk.ui import boot  # Kivy itself only once it is configured
+
+    configure = boot.configure
+
+    def narrow(*args: Any, **kwargs: Any) -> None:
+        configure(*args, **{**kwargs, "extra_width": 0})
+        from kiosk.ui import app
+
+        build = app.BoothApp.build
+
+        def alone(self: Any) -> Any:
+            root = build(self)
+            if root is not self.root_widget:
+                root.remove_widget(self.root_widget)
+                self.root_widget.size_hint_x = 1
+            return self.root_widget
+
+        app.BoothApp.build = alone  # type: ignore[method-assign]
+
+    boot.configure = narrow
 
 
 def booth_main(argv: list[str]) -> int:
@@ -360,6 +510,7 @@ def booth_main(argv: list[str]) -> int:
         adapt.LEVELS = levels  # type: ignore[misc]
         tracks.LEVELS = levels  # type: ignore[attr-defined]
     CallEngine._remote_video = _RemoteVideoProbe(emit)  # type: ignore[assignment]
+    threading.Thread(target=_note_threads, args=(emit,), name="bench-threads", daemon=True).start()
 
     start = kiosk.app.BoothRuntime.start
 
@@ -387,6 +538,7 @@ def booth_main(argv: list[str]) -> int:
     HubLink.send = noted_send  # type: ignore[method-assign]
 
     if mode == "window":
+        _screen_only()
         window = entry._window
 
         async def driven_window(runtime: Any, cfg: Any) -> None:
@@ -1002,6 +1154,9 @@ class Cost:
     booth_sent: Flow | None = None  # as the console received it
     booth_got: str = ""  # the console's video as the booth side received it
     codec: str = ""
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # s/min by thread group
+    pss_parts: dict[str, float] = field(default_factory=dict)  # MiB by kind of mapping
+    drawn: str = ""  # the screen: clinician pictures shown and frames drawn, a second
 
 
 @dataclass
@@ -1080,9 +1235,26 @@ async def _booth_calls(
             first = frame or {"t": time.time(), "frames": 0, "width": 0, "height": 0}
             before, frames_before = await console.stats(), booth.last("frames") or first
             meter = Meter(functools.partial(process_tree, booth.pid))
+            threads_before, drawn_before = thread_cpu(booth.pid), booth.last("drawn")
             others = await clinic.measure(meter)
+            threads_after, drawn_after = thread_cpu(booth.pid), booth.last("drawn")
             after, frames_after = await console.stats(), booth.last("frames") or first
             cost = _cost(meter, others, status_kib(booth.pid, "VmHWM"))
+            names = {
+                int(k): v for k, v in (booth.last("threads") or {"names": {}})["names"].items()
+            }
+            cost.cpu_parts = cpu_by_group(
+                threads_before, threads_after, booth.pid, names, cost.window_s
+            )
+            cost.pss_parts = pss_by_group(booth.pid)
+            if os.environ.get("BENCH_CALL_KEEP"):  # every mapping, for a closer look
+                with contextlib.suppress(OSError):
+                    shutil.copy(f"/proc/{booth.pid}/smaps", booth.log.with_suffix(".smaps"))
+            if drawn_before and drawn_after and drawn_after["t"] > drawn_before["t"]:
+                span = drawn_after["t"] - drawn_before["t"]
+                shown = (drawn_after["pictures"] - drawn_before["pictures"]) / span
+                flips = (drawn_after["flips"] - drawn_before["flips"]) / span
+                cost.drawn = f"{shown:.1f} clinician pictures/s shown, {flips:.1f} frames/s drawn"
             cost.booth_sent, _, cost.codec = _flows(before, after)
             span = frames_after["t"] - frames_before["t"]
             rate = (frames_after["frames"] - frames_before["frames"]) / span if span > 0 else 0
@@ -1285,6 +1457,15 @@ def print_tables(rows: list[Row], plan: Plan, where: str) -> None:
             f"| {c.processes:5d} | {c.booth_sent!s:<25} | {c.booth_got:<16} | {c.codec:<9} "
             f"| {c.xvfb_min:10.1f} | {c.console_min:13.1f} |"
         )
+    for row in rows:
+        c = row.cost
+        if c is None or not c.cpu_parts:
+            continue
+        print(f"Where it goes, {row.name}:")
+        print("  CPU s/min: " + ", ".join(f"{k} {v:.1f}" for k, v in c.cpu_parts.items()))
+        print("  PSS MiB:   " + ", ".join(f"{k} {v:.0f}" for k, v in c.pss_parts.items()))
+        if c.drawn:
+            print(f"  screen:    {c.drawn}")
     print(
         "@20: the booth as shipped sends its top video level at 20 fps (kiosk/call/adapt.py "
         f"LEVELS); *: that level patched to {FPS} fps in the booth process only. RSS sum counts "

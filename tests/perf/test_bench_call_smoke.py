@@ -44,3 +44,7 @@ def test_a_short_run_prints_tables_with_numbers(capsys: pytest.CaptureFixture[st
         assert cpu > 0 and pss > 0
     assert re.search(r"^\| CPU <= the Chromium page's .*x \(.*\| (PASS|MISS) \|$", out, re.M), out
     assert re.search(r"^\| setup < 1 s, no STUN .*ms of 1 .*\| (PASS|MISS) \|$", out, re.M), out
+    # Where the screen's booth spends: its threads, its mappings, the pictures it drew.
+    assert re.search(rf"^  CPU s/min: .*main \(Kivy \+ booth loop\) {NUMBER}", out, re.M), out
+    assert re.search(rf"^  PSS MiB: .*GL \(Mesa, LLVM\) {NUMBER}", out, re.M), out
+    assert re.search(rf"^  screen: +{NUMBER} clinician pictures/s shown", out, re.M), out

@@ -1,0 +1,62 @@
+"""The call screen draws the clinician when a new picture came, at most CALL_FPS a second."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hardware.camera import Frame, TestCard
+from kiosk.session import ClinicianAnswered
+from tests.kiosk.ui.harness import Pilot, run_booth
+
+
+class _Clinician:
+    """A clinician whose picture moves (a new frame each time) or stands still (the same one)."""
+
+    def __init__(self) -> None:
+        self.card = TestCard(width=640, height=480)
+        self.card.open()
+        self.still: Frame | None = self.card.latest()
+        self.moving = True
+
+    def remote_frame(self) -> Frame | None:
+        return self.card.latest() if self.moving else self.still
+
+
+def test_the_call_screen_redraws_for_new_pictures_only_and_at_most_call_fps() -> None:
+    clinician = _Clinician()
+
+    async def scenario(p: Pilot) -> None:
+        from kivy.core.window import Window  # Kivy only once the booth has configured it
+
+        from kiosk.ui.app import CALL_FPS
+
+        for name in ("start", "accept", "walk_in", "devices_ok"):
+            await p.press(name)
+        p.controller.post(ClinicianAnswered())
+        await p.wait_for("in_call")
+        flips = [0]
+
+        def flipped(*_: Any) -> None:
+            flips[0] += 1
+
+        Window.bind(on_flip=flipped)
+
+        async def second() -> tuple[int, int]:
+            f, shown = flips[0], p.app.remote_pictures
+            await asyncio.sleep(1.0)
+            return flips[0] - f, p.app.remote_pictures - shown
+
+        await asyncio.sleep(0.3)
+        moving_flips, moving = await second()
+        clinician.moving = False
+        await asyncio.sleep(0.3)
+        still_flips, still = await second()
+        Window.unbind(on_flip=flipped)
+        assert 5 <= moving <= CALL_FPS + 1, f"{moving} clinician pictures in a second"
+        assert moving_flips <= CALL_FPS + 3, f"{moving_flips} redraws in a second"
+        assert still == 0, "the same picture is not taken again"
+        # Only the resident's self-view (a few a second in a call) still redraws.
+        assert still_flips <= moving_flips // 2, (still_flips, moving_flips)
+
+    asyncio.run(run_booth(scenario, remote=clinician))

@@ -44,6 +44,7 @@ class BoothRoot(FloatLayout):  # type: ignore[misc]
         self, on_action: Callable[[Action], None], clock: Callable[[], float], look: Look, **kw: Any
     ):
         super().__init__(look=look, **kw)
+        self.on_look(self, look)
         self._on_action = on_action
         self._clock = clock
         self._taps: list[float] = []
@@ -53,6 +54,13 @@ class BoothRoot(FloatLayout):  # type: ignore[misc]
             manager.add_widget(cls(name=layout.value, look=look))
         self.ids.screens.add_widget(manager)
         self.manager = manager
+
+    def on_look(self, _root: Any, look: Look | None) -> None:
+        """The theme's background is the window's clear colour (high contrast changes it)."""
+        if look is not None:
+            from kivy.core.window import Window
+
+            Window.clearcolor = look.rgba("background")
 
     def show(self, view: View, look: Look) -> None:
         if self.look != look:

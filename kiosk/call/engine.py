@@ -70,6 +70,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
@@ -180,6 +181,7 @@ class _Call:
     accepted: bool = False
     offers: int = 0
     sent_ids: set[str] = field(default_factory=set)  # to match an unknown_call error to us
+    h264_refused: bool = False  # the far side takes no H.264: the camera's pictures, encoded here
 
 
 @dataclass
@@ -313,6 +315,10 @@ class CallEngine:
     ``speaker`` plays the clinician, ``post`` takes session events
     (``Controller.post``). The rest are for tests and tuning.
     """
+
+    fallback_to_software: bool = True
+    """Send the camera's raw pictures encoded here when the far side refuses its H.264.
+    Only the tests' twin turns this off."""
 
     def __init__(
         self,
@@ -579,7 +585,7 @@ class CallEngine:
         if call.audio_only:
             # Audio-only is about the resident's picture: the clinician is still seen.
             pc.addTransceiver("video", direction="recvonly")
-        elif encoder is not None:
+        elif encoder is not None and not (call.h264_refused and self.fallback_to_software):
             # The camera encodes H.264 itself (a Pi 4): sent as it is, H.264 negotiated.
             video = H264PassthroughTrack(encoder, self._out)
             sender = add_passthrough(pc, video, direction="sendrecv").sender
@@ -672,32 +678,70 @@ class CallEngine:
                 await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
                 await add_bundled_candidates(leg.pc, sdp)
             except Exception as exc:
-                _log.error("call %s: the answer was refused (%s)", call.call_id, type(exc).__name__)
-                self._failed(leg)
+                if self._refuses_h264(call, leg, exc):
+                    self._reoffer_wanted = True  # at once, with video encoded here
+                else:
+                    _log.error(
+                        "call %s: the answer was refused (%s)", call.call_id, type(exc).__name__
+                    )
+                    self._failed(leg)
             else:
-                _log.info("call %s: answer applied", call.call_id)
+                if _video_rejected(sdp) and self._refuses_h264(call, leg, None):
+                    self._reoffer_wanted = True  # accepted, but without the video: again
+                else:
+                    _log.info("call %s: answer applied", call.call_id)
             wanted = self._reoffer_wanted
         if wanted:
             self._spawn(self._offer("pending"))
+
+    def _refuses_h264(self, call: _Call, leg: _Leg, exc: Exception | None) -> bool:
+        """Whether the far side just refused the camera's H.264 (a browser without it).
+
+        A browser that cannot take H.264 rejects the video of an offer that has
+        nothing else; aiortc then finds no video codec in common. The camera's
+        raw pictures can still go out encoded here (VP8), which beats no picture.
+        """
+        if not self.fallback_to_software or call.h264_refused:
+            return False
+        if not isinstance(leg.video, H264PassthroughTrack):
+            return False
+        if exc is not None and not (isinstance(exc, OperationError) and "video" in str(exc)):
+            return False
+        call.h264_refused = True
+        _log.warning(
+            "call %s: the clinician's browser takes no H.264; the camera's pictures are "
+            "encoded here instead",
+            call.call_id,
+        )
+        return True
 
     async def _answer_offer(self, call: _Call, sdp: str) -> None:
         """The console re-offered: answer on a new leg of our own."""
         async with self._lock:
             if self._call is not call or self._closed:
                 return
-            await self._drop_leg()
-            leg = self._build_leg(call)
-            self._leg = leg
-            try:
-                await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-                await add_bundled_candidates(leg.pc, sdp)
-                await leg.pc.setLocalDescription(await leg.pc.createAnswer())
-            except Exception as exc:
-                _log.error(
-                    "call %s: could not answer the console's offer (%s)",
-                    call.call_id,
-                    type(exc).__name__,
-                )
+            for _attempt in range(2):  # the second with video encoded here (_refuses_h264)
+                await self._drop_leg()
+                leg = self._build_leg(call)
+                self._leg = leg
+                try:
+                    await leg.pc.setRemoteDescription(
+                        RTCSessionDescription(sdp=sdp, type="offer")
+                    )
+                    await add_bundled_candidates(leg.pc, sdp)
+                    await leg.pc.setLocalDescription(await leg.pc.createAnswer())
+                except Exception as exc:
+                    if self._refuses_h264(call, leg, exc):
+                        continue
+                    _log.error(
+                        "call %s: could not answer the console's offer (%s)",
+                        call.call_id,
+                        type(exc).__name__,
+                    )
+                    await self._drop_leg()
+                    return
+                break
+            else:
                 await self._drop_leg()
                 return
             leg.answered = True
@@ -903,6 +947,11 @@ class CallEngine:
                 listener(status)
             except Exception:
                 _log.exception("call status listener failed")
+
+
+def _video_rejected(sdp: str) -> bool:
+    """Whether an answer rejects its video section (port 0, as JSEP rejects a section)."""
+    return any(line.startswith("m=video 0 ") for line in sdp.splitlines())
 
 
 def video_codecs(mime_types: Sequence[str]) -> list[RTCRtpCodecCapability]:

@@ -303,7 +303,13 @@ def thread_group(tid: int, kernel_name: str, pid: int, names: dict[int, str]) ->
         return "call loop (aiortc)"
     if name.startswith(("ThreadPoolExecutor", "asyncio", "video-decoder", "audio-decoder")):
         return "codecs (aiortc's workers)"
+    if name.startswith("sim-h264"):
+        return SIMULATED_ENCODER
     return "other"
+
+
+SIMULATED_ENCODER = "simulated hardware encoder"
+"""hardware/h264.py's libx264 thread: on a Pi 4 this work is the encoder chip's."""
 
 
 def cpu_by_group(

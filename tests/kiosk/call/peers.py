@@ -281,6 +281,10 @@ class Clinician:
         self.hub_events: list[CallEvent] = []
         self.offers = 0
         self.ended = False
+        self.takes_h264 = True
+        """False: answer like a browser without H.264 (video with nothing else is rejected)."""
+        self.rejected_keeps_codec = False
+        """How the rejected video section looks: no codec at all, or the offered one kept."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_offer(self, sdp: str) -> None:
@@ -312,9 +316,10 @@ class Clinician:
         if "video" in kinds:
             pc.addTrack(self.video)
         await pc.setLocalDescription(await pc.createAnswer())
-        self.hub.console_says(
-            Answer(id=new_id(), call_id=self.hub.call_id, sdp=pc.localDescription.sdp)
-        )
+        answer = pc.localDescription.sdp
+        if not self.takes_h264 and _video_is_only_h264(sdp):
+            answer = _reject_video(answer, keep_codec=self.rejected_keeps_codec)
+        self.hub.console_says(Answer(id=new_id(), call_id=self.hub.call_id, sdp=answer))
 
     async def on_answer(self, sdp: str) -> None:
         assert self.pc is not None
@@ -443,3 +448,35 @@ async def booth_call(
     finally:
         await engine.close()
         await hub.close()
+
+
+def _video_section(sdp: str) -> tuple[int, int]:
+    """Where the video m-section starts and ends in ``sdp`` (line indexes)."""
+    lines = sdp.split("\r\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("m=video"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    return start, end
+
+
+def _video_is_only_h264(sdp: str) -> bool:
+    lines = sdp.split("\r\n")
+    start, end = _video_section(sdp)
+    codecs = {
+        ln.split(" ", 1)[1].split("/")[0] for ln in lines[start:end] if ln.startswith("a=rtpmap:")
+    }
+    return codecs <= {"H264", "rtx"}
+
+
+def _reject_video(answer: str, *, keep_codec: bool = False) -> str:
+    """The answer of a browser that has no H.264: the video m-section rejected (port 0,
+    no codecs), as JSEP says a rejected section is."""
+    lines = answer.split("\r\n")
+    start, end = _video_section(answer)
+    m = lines[start].split(" ")
+    section = [" ".join([m[0], "0", *m[2:]])]
+    drop: tuple[str, ...] = ("a=ssrc", "a=msid", "a=sendrecv", "a=recvonly", "a=sendonly")
+    if not keep_codec:
+        drop += ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")
+    section += [ln for ln in lines[start + 1 : end] if not ln.startswith(drop)]
+    section.append("a=inactive")
+    return "\r\n".join([*lines[:start], *section, *lines[end:]])

@@ -325,6 +325,40 @@ async def test_engine_sends_a_cameras_h264_unchanged(calls: EncoderCalls) -> Non
     assert {(w, h) for _, _, w, h in booth.clinician.got.video} == {(320, 240)}
 
 
+@pytest.mark.parametrize("fallback", [True, False], ids=["falls-back", "twin-no-fallback"])
+@pytest.mark.parametrize("keeps_codec", [False, True], ids=["no-codec", "codec-kept"])
+@in_loop
+async def test_a_browser_without_h264_gets_the_cameras_pictures_encoded_here(
+    fallback: bool, keeps_codec: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clinician whose browser has no H.264 still sees the resident: VP8 from raw frames.
+
+    Browsers write a rejected section with no codec (aiortc then refuses the
+    answer) or with the offered one kept (aiortc takes it, without video)."""
+    monkeypatch.setattr(CallEngine, "fallback_to_software", fallback)
+    async with booth_with(EncodingTestCard(320, 240)) as booth:
+        booth.clinician.takes_h264 = False
+        booth.clinician.rejected_keeps_codec = keeps_codec
+        if not fallback:
+            booth.hub.start_call()
+            await eventually(lambda: booth.posted(session.ClinicianAnswered) == 1, 2.0, "asked")
+            await booth.engine.accept_call()
+            await asyncio.sleep(3.0)
+            assert booth.clinician.got.video == []  # the twin: no picture ...
+            if not keeps_codec:
+                assert booth.clinician.got.audio == []  # ... and no call at all
+            return
+        await booth.connected(timeout=10.0)
+        await eventually(lambda: len(booth.clinician.got.video) >= 10, 5.0, "booth video")
+        leg = booth.engine._leg
+        assert leg is not None and isinstance(leg.video, CameraTrack)
+        pc = booth.engine.peer_connection()
+        assert pc is not None and pc.localDescription is not None
+        assert "VP8/90000" in video_section(pc.localDescription.sdp)
+        assert booth.clinician.offers == 2  # H.264 refused, then VP8 taken
+    assert all(luma > BRIGHT_LUMA for _, luma, _, _ in booth.clinician.got.video)
+
+
 @in_loop
 async def test_engine_pause_sends_black_from_no_camera_byte_then_resumes_at_a_keyframe(
     calls: EncoderCalls,

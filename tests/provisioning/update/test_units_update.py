@@ -27,6 +27,8 @@ def needs_analyze() -> None:
         if os.environ.get("CI"):
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
+
+
 HARDENING = re.compile(
     r"^(NoNewPrivileges|CapabilityBoundingSet|AmbientCapabilities|Protect\w+|Private\w+|"
     r"Restrict\w+|LockPersonality|MemoryDenyWriteExecute|SystemCall\w+|UMask|RemoveIPC|"

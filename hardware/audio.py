@@ -228,6 +228,49 @@ def call_player_command(output: str | None = None, *, pipewire: bool | None = No
     return ["aplay", "-q", "--buffer-time", "100000", *device, "-"]
 
 
+class _Tool:
+    """A helper program (player or recorder) of one device, and its problems told once each.
+
+    A missing player is news once, not every 20 ms; nothing here raises into a call.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "call audio", "microphone": the start of every log line
+        self._told: set[str] = set()
+
+    def once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            _log.warning(message, *args)
+
+    def start(self, command: Sequence[str], *, feed: bool) -> subprocess.Popen[bytes] | None:
+        """Start ``command`` with a pipe to its stdin (``feed``) or from its stdout; None if not."""
+        if shutil.which(command[0]) is None:
+            self.once(f"missing:{command[0]}", "%s off: %s is not installed", self.what, command[0])
+            return None
+        try:
+            return subprocess.Popen(
+                list(command),
+                stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL if feed else subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as exc:
+            name = type(exc).__name__
+            self.once(f"error:{name}", "%s failed: %s", self.what, name)
+            return None
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a helper at once and reap it; what it still buffered is not worth waiting for."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=2.0)
+
+
 class PipeSpeaker(_Volume):
     """Plays call audio through ``pw-play`` or ``aplay`` reading a WAV stream on stdin.
 
@@ -255,7 +298,7 @@ class PipeSpeaker(_Volume):
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
         self._pending = b""
-        self._told: set[str] = set()
+        self._tool = _Tool("call audio")
         self._lock = threading.RLock()  # the call thread plays; the booth's loop re-routes
         self.dropped = 0
         """Bytes dropped because the player could not keep up."""
@@ -263,11 +306,6 @@ class PipeSpeaker(_Volume):
     @property
     def playing(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    def _once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._told:
-            self._told.add(key)
-            _log.warning(message, *args)
 
     def open(self) -> None:
         """Start the player (again, if it died); quiet and logged if it cannot start."""
@@ -278,20 +316,8 @@ class PipeSpeaker(_Volume):
         if self.playing:
             return
         self._stop()
-        command = self._player or call_player_command(self.output)
-        if shutil.which(command[0]) is None:
-            self._once(f"missing:{command[0]}", "call audio off: %s is not installed", command[0])
-            return
-        try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                close_fds=True,
-            )
-        except OSError as exc:
-            self._once(f"error:{type(exc).__name__}", "call audio failed: %s", type(exc).__name__)
+        proc = self._tool.start(self._player or call_player_command(self.output), feed=True)
+        if proc is None:
             return
         assert proc.stdin is not None
         fd = proc.stdin.fileno()
@@ -299,7 +325,7 @@ class PipeSpeaker(_Volume):
         try:
             os.write(fd, wav_stream_header())  # 44 bytes into an empty pipe: never blocks
         except OSError as exc:
-            self._once("died", "call audio stopped: the player exited (%s)", type(exc).__name__)
+            self._player_died(exc)
             self._proc = proc
             self._stop()
             return
@@ -333,7 +359,7 @@ class PipeSpeaker(_Volume):
         except BlockingIOError:
             return
         except OSError as exc:  # the player went away (BrokenPipeError and friends)
-            self._once("died", "call audio stopped: the player exited (%s)", type(exc).__name__)
+            self._player_died(exc)
             self._stop()
             return
         self._pending = self._pending[written:]
@@ -343,18 +369,17 @@ class PipeSpeaker(_Volume):
         with self._lock:
             self._stop()
 
+    def _player_died(self, exc: OSError) -> None:
+        self._tool.once("died", "call audio stopped: the player exited (%s)", type(exc).__name__)
+
     def _stop(self) -> None:
         proc, self._proc, self._fd, self._pending = self._proc, None, None, b""
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        _end(proc)
         with contextlib.suppress(OSError):
             assert proc.stdin is not None
             proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2.0)
 
 
 # ---------------------------------------------------------------- microphone
@@ -434,7 +459,7 @@ class PipeMicrophone:
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._open = False
-        self._told: set[str] = set()
+        self._tool = _Tool("microphone")
 
     @property
     def is_open(self) -> bool:
@@ -443,11 +468,6 @@ class PipeMicrophone:
     @property
     def recording(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    def _once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._told:
-            self._told.add(key)
-            _log.warning(message, *args)
 
     def set_input(self, device: str | None) -> None:
         """Listen on ``device`` from now on (a headset came or went)."""
@@ -465,20 +485,8 @@ class PipeMicrophone:
         self._start()
 
     def _start(self) -> None:
-        command = self._recorder or recorder_command(self.input)
-        if shutil.which(command[0]) is None:
-            self._once(f"missing:{command[0]}", "microphone off: %s is not installed", command[0])
-            return
-        try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                close_fds=True,
-            )
-        except OSError as exc:
-            self._once(f"error:{type(exc).__name__}", "microphone failed: %s", type(exc).__name__)
+        proc = self._tool.start(self._recorder or recorder_command(self.input), feed=False)
+        if proc is None:
             return
         self._proc = proc
         self._thread = threading.Thread(
@@ -517,7 +525,7 @@ class PipeMicrophone:
                 self._recent = (self._recent + data)[-int(0.05 * SAMPLE_RATE) * 2 :]
                 self._last_data = self._clock()
         if self._open and self._proc is proc:
-            self._once("died", "microphone stopped: the recorder exited")
+            self._tool.once("died", "microphone stopped: the recorder exited")
 
     def read(self, samples: int) -> bytes:
         want = 2 * samples
@@ -541,11 +549,7 @@ class PipeMicrophone:
     def _stop(self) -> None:
         proc, thread, self._proc, self._thread = self._proc, self._thread, None, None
         if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=2.0)
+            _end(proc)
         if thread is not None:
             thread.join(timeout=2.0)
         if proc is not None and proc.stdout is not None:

@@ -62,8 +62,9 @@ from provisioning.update.booth_status import BoothStatus, write_status
 _log = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0
 STATUS_FILE = "status.json"
-HOLD_FILE = "update-hold"
-"""Written by the updater beside the status file: hold new visits off, a release is coming."""
+UPDATE_HOLD = Path("/run/telehealth-kiosk-update/update-hold")
+"""Written by the updater in its own run folder: hold new visits off, a release is coming.
+``UPDATE_HOLD_FILE`` overrides it (tests)."""
 HOLD_MAX_AGE = 600.0
 UPDATES_CHECK = 300.0
 """Seconds between looks at the updater's state for "updates impossible for days"."""
@@ -299,7 +300,7 @@ class BoothRuntime:
         while True:
             if self.link is not None and self.link.connected:
                 self._welcomed = True
-            self._follow_hold(path.with_name(HOLD_FILE))
+            self._follow_hold(Path(os.environ.get("UPDATE_HOLD_FILE") or UPDATE_HOLD))
             now = self.status()
             if now != last:
                 try:

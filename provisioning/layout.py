@@ -43,6 +43,11 @@ EC_SOURCE: Final = "telehealth_ec_source"
 EC_SINK: Final = "telehealth_ec_sink"
 """PipeWire node the booth plays the call to, so it can be cancelled from the microphone."""
 BUNDLE_RUN_DIR: Final = Path("/run/telehealth-kiosk-bundle")
+UPDATE_RUN_DIR: Final = Path("/run/telehealth-kiosk-update")
+"""The updater's RuntimeDirectory= (root's, readable by all): its hold request to the booth.
+Not the booth's own run folder: the updater runs as root without capabilities, so it
+cannot write into a folder the kiosk user owns; and this folder, with the hold in it,
+goes away by itself when an updater run ends, however it ends."""
 """Made at boot by systemd/tmpfiles-telehealth-kiosk-bundle.conf (2750 root:kiosk, setgid so
 every file root writes there is group kiosk); the booth service needs
 ``ReadWritePaths=/run/telehealth-kiosk-bundle/requests`` to make its request."""
@@ -121,7 +126,7 @@ class Layout:
         """Written by the updater (JSON ``{"version": str, "at": unix_time}``) when it is ready
         to switch; the booth answers ``"activity": "held"`` between visits and returns to
         normal once the file is gone (see provisioning.update.booth_status)."""
-        return self.runtime / "update-hold"
+        return self._at(UPDATE_RUN_DIR) / "update-hold"
 
     @property
     def units(self) -> Path:

@@ -18,7 +18,7 @@ ready and ``pass`` (it deletes the old file before restarting the booth, so a
 stale one can never pass the gate). No personal data is ever in it.
 
 The hold (closing the race between "idle" and the restart): when ready to
-switch, the updater writes ``/run/telehealth-kiosk/update-hold``
+switch, the updater writes ``/run/telehealth-kiosk-update/update-hold``
 (``{"version": "<new>", "at": <unix time>}``) and waits up to a minute for the
 booth to say ``held``. The booth says so only between visits, and then shows
 its "updating" screen (911/988 still on it) instead of starting a visit. The

@@ -755,6 +755,8 @@ class UpdateRun:
         """
         body = json.dumps({"version": version, "at": int(time.time())}).encode() + b"\n"
         try:
+            # systemd makes the folder (RuntimeDirectory=); a test's root may not have it yet.
+            self.layout.update_hold.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.layout.update_hold, body, mode=0o644)  # tmpfs: no crash steps
         except OSError as exc:
             log.warning("update: cannot ask the booth to hold (%s)", exc.strerror)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kiosk import __version__, config
-from kiosk.app import HOLD_FILE, HOLD_MAX_AGE, STATUS_FILE, BoothRuntime
+from kiosk.app import HOLD_MAX_AGE, STATUS_FILE, BoothRuntime
 from kiosk.session import EmergencyCleared, Intent, State, Touch
 from provisioning.update.booth_status import BoothStatus, read_status
 
@@ -77,7 +77,8 @@ def test_an_update_hold_takes_an_idle_booth_out_of_use_and_never_a_visit(
 ) -> None:
     """The updater's handshake: it switches only once the booth says ``held``."""
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
-    path, hold = tmp_path / STATUS_FILE, tmp_path / HOLD_FILE
+    path, hold = tmp_path / STATUS_FILE, tmp_path / "update-hold"
+    monkeypatch.setenv("UPDATE_HOLD_FILE", str(hold))
 
     async def scenario() -> None:
         runtime = BoothRuntime(config.load(ROOT / "examples" / "demo-booth.toml"), simulate=True)

@@ -28,7 +28,11 @@ with (root / "restarts.log").open("a") as log:
     log.write(os.readlink(root / "opt/telehealth-kiosk/current") + "\n")
 run_dir = root / "run/telehealth-kiosk"
 run_dir.mkdir(parents=True, exist_ok=True)
-env = dict(os.environ, RUNTIME_DIRECTORY=str(run_dir))
+env = dict(
+    os.environ,
+    RUNTIME_DIRECTORY=str(run_dir),
+    UPDATE_HOLD_FILE=str(root / "run/telehealth-kiosk-update/update-hold"),
+)
 # A headless booth reads simulator commands on stdin and stops at its end; a FIFO
 # opened for reading and writing never ends, so it runs on as a service would.
 fifo = root / "booth.stdin"

@@ -28,6 +28,7 @@ import fractions
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
@@ -106,7 +107,7 @@ class AdjustableBitrate(Protocol):
         ...
 
 
-class EncoderFanout:
+class EncoderFanout(ABC):
     """Sink bookkeeping for an encoder: start on the first subscriber, stop after the last.
 
     Subclasses implement :meth:`_start`, :meth:`_stop` and call :meth:`_emit`
@@ -147,11 +148,13 @@ class EncoderFanout:
             except Exception:
                 _log.exception("an encoded video sink failed")
 
+    @abstractmethod
     def _start(self) -> None:
-        raise NotImplementedError
+        """Start encoding: the first sink subscribed."""
 
+    @abstractmethod
     def _stop(self) -> None:
-        raise NotImplementedError
+        """Stop encoding: the last sink left."""
 
 
 def x264_context(

@@ -7,24 +7,31 @@ benchmark's to print (``make bench``), never a test's to assert.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.browser import require_chromium
 from tests.perf import bench_call
 
-pytestmark = pytest.mark.skipif(
-    not (Path("/usr/bin/chromium").exists() and shutil.which("Xvfb")),
-    reason="needs Debian's chromium and Xvfb: `make apt` installs them",
-)
+
+@pytest.fixture(autouse=True)
+def _parts() -> None:
+    """Skip (outside CI) or fail (in CI, which installs them) without chromium and Xvfb."""
+    require_chromium()
+    if shutil.which("Xvfb") is None:
+        why = "Xvfb is missing: `make apt` installs it"
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+
 
 NUMBER = r"\d+(?:\.\d+)?"
 
 
 def test_a_short_run_prints_tables_with_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("playwright.async_api")
     plan = bench_call.Plan(
         trials=1, settle_s=1.0, measure_s=2.0, headless=False, fps30=False, dead_stun=False
     )

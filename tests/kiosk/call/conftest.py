@@ -15,6 +15,8 @@ from typing import Any
 import aioice.ice
 import pytest
 
+from tests.kiosk.call.hubfixtures import db, tls  # noqa: F401  (shared by the hub-link tests)
+
 
 @pytest.fixture(autouse=True)
 def loopback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,16 +24,13 @@ from aiohttp import web
 
 from clinic import protocol
 from clinic.protocol import Hello, Welcome, new_id
-from clinic.server import Hub, create_app, dev_certificate, hub_of
-from clinic.store import ScryptParams, Store
+from clinic.server import Hub, create_app, hub_of
 from kiosk import config, session
 from kiosk.call.hub_link import BACKOFF_FIRST, BACKOFF_MAX, CALL_BACKOFF_MAX, HubLink
 from kiosk.call.outbox import OutboxFile
 from kiosk.controller import CallPort, StaffAlerts, Visit
+from tests.kiosk.call.hubfixtures import CODE, T0, Cert, Db, Tls
 
-FAST = ScryptParams(n=16, r=1, p=1)
-T0 = 1_750_000_000.0
-CODE = "482913"
 SITE = config.Site(
     name="Riverside Library",
     street_address="1 Main St",
@@ -42,54 +38,6 @@ SITE = config.Site(
     time_zone="America/Chicago",
     languages=("en", "es"),
 )
-
-
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-    fingerprint: str
-
-    def server(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-
-@dataclass(frozen=True)
-class Tls:
-    hub: Cert
-    other: Cert  # another self-signed certificate: what an impostor would serve
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return Tls(
-        Cert(*dev_certificate(tmp_path_factory.mktemp("tls"))),
-        Cert(*dev_certificate(tmp_path_factory.mktemp("other-tls"))),
-    )
-
-
-@dataclass(frozen=True)
-class Db:
-    store: Store
-    token: str
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    store = Store(tmp_path / "hub.sqlite3", password_params=FAST)
-    with store:
-        token = store.add_booth(
-            "booth-1",
-            name="Riverside booth",
-            site="Riverside Library",
-            address="1 Main St",
-            room="2",
-        )
-        store.add_clinician("a.rivera", "correct horse battery staple", "Dr. Ana Rivera")
-        store.add_appointment(CODE, "a.rivera", T0)
-        yield Db(store, token)
 
 
 # ---------------------------------------------------------------- helpers
@@ -537,9 +485,7 @@ async def _restart_while_offline(
     return alert_id, stored
 
 
-def test_an_alert_raised_offline_survives_a_booth_restart(
-    db: Db, tls: Tls, tmp_path: Path
-) -> None:
+def test_an_alert_raised_offline_survives_a_booth_restart(db: Db, tls: Tls, tmp_path: Path) -> None:
     outbox = OutboxFile(tmp_path / "alert-outbox.json")
     alert_id, stored = asyncio.run(_restart_while_offline(db, tls, outbox))
     assert stored == [alert_id]

@@ -13,55 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
 
 from clinic import protocol
 from clinic.protocol import AlertAck, AlertKind, AlertStatus, ErrorCode, Welcome, new_id
-from clinic.server import dev_certificate
-from clinic.store import Store
 from kiosk import session
+from tests.kiosk.call.hubfixtures import Cert, Db, Tls
 from tests.kiosk.call.test_hub_link import (
-    CODE,
-    FAST,
     LOST,
-    T0,
-    Cert,
-    Db,
-    Tls,
     booth_link,
     eventually,
     free_port,
     hub_server,
 )
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return Tls(
-        Cert(*dev_certificate(tmp_path_factory.mktemp("tls"))),
-        Cert(*dev_certificate(tmp_path_factory.mktemp("other-tls"))),
-    )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    store = Store(tmp_path / "hub.sqlite3", password_params=FAST)
-    with store:
-        token = store.add_booth(
-            "booth-1",
-            name="Riverside booth",
-            site="Riverside Library",
-            address="1 Main St",
-            room="2",
-        )
-        store.add_clinician("a.rivera", "correct horse battery staple", "Dr. Ana Rivera")
-        store.add_appointment(CODE, "a.rivera", T0)
-        yield Db(store, token)
 
 
 @pytest.mark.parametrize(

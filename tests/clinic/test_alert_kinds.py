@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,8 +39,6 @@ from tests.clinic.hubtest import (
     Db,
     Server,
     Tls,
-    make_tls,
-    open_db,
     run,
     running,
 )
@@ -48,18 +46,6 @@ from tests.clinic.hubtest import (
 ROOT = Path(__file__).resolve().parents[2]
 WHEN = datetime(2026, 11, 26, 20, 5, tzinfo=UTC)
 HUB_SITE = Site(name="Riverside Library", street_address="1 Main St, Springfield", room="Room 2")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    d = open_db(tmp_path / "hub.sqlite3")
-    with d.store:
-        yield d
 
 
 def alert(kind: AlertKind, alert_id: str, booth_id: str = "booth-1") -> Alert:

@@ -11,9 +11,7 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -51,26 +49,12 @@ from tests.clinic.hubtest import (
     Server,
     Tls,
     eventually,
-    make_tls,
-    open_db,
     run,
 )
 
 SDP_OFFER = "v=0\r\no=- 1 0 IN IP4 127.0.0.1\r\ns=booth-offer\r\nt=0 0\r\n"
 SDP_ANSWER = "v=0\r\no=- 2 0 IN IP4 127.0.0.1\r\ns=console-answer\r\nt=0 0\r\n"
 SECRET = b"s3cret-shared-with-coturn-0123456789"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    d = open_db(tmp_path / "hub.sqlite3")
-    with d.store:
-        yield d
 
 
 async def in_call(server: Server, booth_id: str = "booth-1") -> tuple[Peer, Peer, str]:

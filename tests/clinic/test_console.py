@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -34,24 +33,10 @@ from tests.clinic.hubtest import (
     Server,
     Tls,
     eventually,
-    make_tls,
     open_db,
     run,
     session_token,
 )
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    d = open_db(tmp_path / "hub.sqlite3")
-    with d.store:
-        yield d
-
 
 # ------------------------------------------------------------- pages
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,6 @@ from tests.clinic.hubtest import (
     Server,
     Tls,
     eventually,
-    make_tls,
-    open_db,
     running,
 )
 
@@ -76,18 +74,6 @@ ARGS = [
 TIMEOUT_MS = 10_000
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Db]:
-    d = open_db(tmp_path / "hub.sqlite3")
-    with d.store:
-        yield d
 
 
 class Browser:

@@ -16,12 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from clinic.console import LoginThrottle
 from clinic.enroll import MAX_BODY_BYTES, THROTTLE_KEY, signed_bytes
 from clinic.store import Store
-from tests.clinic.hubtest import T0, Db, Server, Tls, make_tls, open_db, run
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
+from tests.clinic.hubtest import T0, Db, Server, Tls, open_db, run
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ from clinic.protocol import (
 )
 from clinic.server import WS_MAX_MSG_SIZE
 from clinic.store import Booth, Store
-from tests.clinic.hubtest import CODE, Db, Server, Tls, make_tls, open_db, running
+from tests.clinic.hubtest import CODE, Db, Server, Tls, open_db, running
 
 PARSE = protocol.parse
 """The real parser, kept before any twin patches the module."""
@@ -127,11 +127,6 @@ TWIN = settings(
     phases=[Phase.generate],  # no shrinking: the twin only has to fail
     report_multiple_bugs=False,
 )
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 # ---------------------------------------------------------------- frames

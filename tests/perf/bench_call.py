@@ -101,6 +101,14 @@ while other programs using Mesa or FFmpeg run on the machine. With the
 screen, also the clinician pictures the screen took up and the frames Kivy
 drew, a second (``BoothApp.remote_pictures``, the window's ``on_flip``).
 ``BENCH_CALL_KEEP=1`` keeps the booth's last ``smaps`` beside its log.
+
+**Floors.** The same window of measurement over processes that are not a
+booth (:func:`floor_main`): a Python with the call's libraries imported and
+idle; the booth's Kivy window, configured as the booth configures it, showing
+one 640x480 picture taken up and redrawn as the call screen takes up the
+clinician's; and both in one process. No booth made of these parts can cost
+less on this machine, so the table shows how much of each target the parts
+alone use up, and how much the booth adds on top.
 """
 
 from __future__ import annotations
@@ -160,6 +168,7 @@ class Plan:
     headless: bool = True  # the booth without its screen
     fps30: bool = True  # the headless booth with its top video level patched to 30 fps
     dead_stun: bool = True  # setups with a STUN server that never answers too
+    floors: bool = True  # the least a booth on these parts can cost, next to it
 
 
 # ---------------------------------------------------------------- /proc
@@ -557,6 +566,87 @@ def booth_main(argv: list[str]) -> int:
         entry._window = driven_window
         return entry.main(["--simulate", "--config", config_path])
     return entry.main(["--simulate", "--headless", "--config", config_path])
+
+
+FLOOR_IMPORTS = (
+    "numpy",
+    "av",
+    "aiohttp",
+    "aiortc",
+    "kiosk.app",
+    "kiosk.call.engine",
+    "kiosk.call.threaded",
+    "kiosk.call.hub_link",
+)
+"""What the booth process imports to make a call (and the booth's own modules that do)."""
+
+
+def floor_main(argv: list[str]) -> int:
+    """``python -m tests.perf.bench_call floor imports|window|both CONFIG``: under the booth.
+
+    ``imports``: a Python with the call's libraries imported, doing nothing.
+    ``window``: the booth's Kivy window (configured as the booth configures
+    it, at the booth's screen size) showing one 640x480 test card that moves,
+    taken up and redrawn as the call screen takes up the clinician's picture
+    (:data:`kiosk.ui.app.CALL_FPS`): no booth, no call, no aiortc.
+    ``both``: the window, with the call's libraries imported too.
+    No booth built on Kivy and aiortc can cost less on the same machine.
+    """
+    kind, config_path = argv[0], argv[1]
+    fd = int(os.environ["BENCH_FD"])
+
+    def ready() -> None:
+        os.write(fd, json.dumps({"event": "ready", "pid": os.getpid()}).encode() + b"\n")
+
+    if kind in ("imports", "both"):
+        import importlib
+
+        for name in FLOOR_IMPORTS:
+            importlib.import_module(name)
+    if kind == "imports":
+        ready()
+        while True:
+            time.sleep(3600)
+
+    from hardware.camera import TestCard
+    from kiosk import config
+    from kiosk.__main__ import _software_rendering_settings
+    from kiosk.ui import boot
+
+    _software_rendering_settings()  # as the booth does before Kivy is imported
+    boot.configure(config.load(config_path).display, window=True, simulate=True)
+    from kivy.app import App
+    from kivy.clock import Clock
+
+    from kiosk.ui.app import CALL_FPS
+    from kiosk.ui.video import Picture
+    from kiosk.ui.widgets import OpaquePicture
+
+    card, picture = TestCard(WIDTH, HEIGHT), Picture()
+    card.open()
+
+    class Floor(App):  # type: ignore[misc]
+        def build(self) -> Any:
+            view = OpaquePicture(fit_mode="contain")
+            due = [0.0]
+
+            def tick(_dt: float) -> None:
+                # Paced and redrawn as BoothApp paces and redraws the clinician's picture.
+                now, period = Clock.get_time(), 1 / CALL_FPS
+                if now < due[0]:
+                    return
+                due[0] = max(due[0], now - period / 2) + period
+                if picture.update(card.latest()):
+                    view.texture = picture.texture
+                    view.canvas.ask_update()
+
+            Clock.schedule_interval(tick, 0)
+            Clock.schedule_once(lambda _dt: ready(), 0.5)
+            return view
+
+    Clock._max_fps = float(CALL_FPS)
+    Floor().run()
+    return 0
 
 
 # ---------------------------------------------------------------- the network
@@ -1170,6 +1260,7 @@ class Row:
     name: str
     setups: dict[str, list[Setup]] = field(default_factory=dict)  # by STUN setting
     cost: Cost | None = None
+    floor: bool = False  # a floor under the booth (:func:`floor_main`), not a call
 
 
 @dataclass
@@ -1310,6 +1401,57 @@ async def _page_calls(
     return setups, cost
 
 
+FLOORS = {
+    "imports": "floor: the call's libraries imported",
+    "window": "floor: Kivy window, one picture",
+    "both": "floor: both in one process",
+}
+
+
+async def _floor(clinic: Clinic, tmp: Path, config_path: Path, kind: str, display: str) -> Row:
+    """A :func:`floor_main` process measured like a booth in a call, over the same window."""
+    read, write = os.pipe()
+    env = {
+        **os.environ,
+        "BENCH_FD": str(write),
+        "KIVY_HOME": str(tmp / f"kivy-floor-{kind}"),
+        "PYTHONPATH": str(ROOT),
+    }
+    for var in ("SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY"):
+        env.pop(var, None)
+    if kind != "imports":
+        env["DISPLAY"] = display
+    argv = [sys.executable, "-m", "tests.perf.bench_call", "floor", kind, str(config_path)]
+    try:
+        with (tmp / f"floor-{kind}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                pass_fds=(write,),
+            )
+    finally:
+        os.close(write)
+
+    def first_line() -> bytes:
+        with os.fdopen(read, "rb") as f:
+            return f.readline()
+
+    try:
+        if not await asyncio.wait_for(asyncio.to_thread(first_line), STEP_TIMEOUT_S):
+            raise RuntimeError(f"the {kind} floor process ended early: see floor-{kind}.log")
+        await asyncio.sleep(clinic.plan.settle_s)
+        meter = Meter(lambda: [proc.pid])
+        cost = _cost(meter, await clinic.measure(meter), status_kib(proc.pid, "VmHWM"))
+        cost.pss_parts = pss_by_group(proc.pid)
+    finally:
+        _stop(proc)
+    return Row(FLOORS[kind], cost=cost, floor=True)
+
+
 async def run(plan: Plan) -> tuple[list[Row], str]:
     """Every measurement of the plan; the rows of the tables and where it ran."""
     from playwright.async_api import async_playwright
@@ -1352,6 +1494,10 @@ async def run(plan: Plan) -> tuple[list[Row], str]:
                             booth.stop()
                         row.cost = cost or row.cost
                     rows.append(row)
+
+                if plan.floors:
+                    for kind in FLOORS:
+                        rows.append(await _floor(clinic, tmp, configs["no STUN"], kind, display))
 
                 base = lab.serve(_page_dir(tmp))
                 kiosk = await KioskPage.open(playwright, lab, tmp, display)
@@ -1455,7 +1601,7 @@ def print_tables(rows: list[Row], plan: Plan, where: str) -> None:
     )
     for row in rows:
         c = row.cost
-        if c is None:
+        if c is None or row.floor:
             continue
         hwm = f"{c.hwm_mib:5.0f}" if c.hwm_mib is not None else f"{'-':>5}"
         print(
@@ -1465,7 +1611,7 @@ def print_tables(rows: list[Row], plan: Plan, where: str) -> None:
         )
     for row in rows:
         c = row.cost
-        if c is None or not c.cpu_parts:
+        if c is None or not c.cpu_parts or row.floor:
             continue
         print(f"Where it goes, {row.name}:")
         print("  CPU s/min: " + ", ".join(f"{k} {v:.1f}" for k, v in c.cpu_parts.items()))
@@ -1479,6 +1625,7 @@ def print_tables(rows: list[Row], plan: Plan, where: str) -> None:
     )
     print()
     page = next((r.cost for r in rows if r.name.startswith("Chromium") and r.cost), None)
+    _print_floors([r for r in rows if r.floor], page)
     print("Targets")
     print("| target                          | booth side                          | measured"
           "                      | ok?  |")  # fmt: skip
@@ -1512,6 +1659,34 @@ def print_tables(rows: list[Row], plan: Plan, where: str) -> None:
             print(f"| {target:<31} | {row.name:<35} | {measured:<29} | {_verdict(ok)} |")
 
 
+def _print_floors(floors: list[Row], page: Cost | None) -> None:
+    """The floors, and how much of the memory target each leaves to the booth itself."""
+    if not floors:
+        return
+    print(
+        "Floors, measured like the booth over a window of the same length: no booth and no "
+        "call, only the parts any booth on Kivy and aiortc is made of"
+    )
+    print("| floor                                | CPU s/min | PSS peak | x page PSS "
+          "| PSS MiB by kind of mapping                                    |")  # fmt: skip
+    print("|--------------------------------------|-----------|----------|------------"
+          "|---------------------------------------------------------------|")  # fmt: skip
+    for row in floors:
+        c = row.cost
+        if c is None:
+            continue
+        ratio = f"{c.pss_mib / page.pss_mib:9.2f}x" if page else f"{'-':>10}"
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in list(c.pss_parts.items())[:2])
+        print(f"| {row.name:<36} | {c.cpu_min:9.1f} | {c.pss_mib:8.0f} | {ratio} | {parts:<61} |")
+    print(
+        f"The booth's PSS can go no lower than its floor: with the screen, at least the "
+        f"window's; 0.3x leaves {TARGET_MEM_RATIO * page.pss_mib:.0f} MiB here."
+        if page
+        else ""
+    )
+    print()
+
+
 def main(plan: Plan | None = None) -> None:
     plan = plan or Plan()
     missing = [n for n, ok in (("chromium", CHROMIUM.exists()), ("Xvfb", shutil.which("Xvfb")))
@@ -1526,4 +1701,6 @@ def main(plan: Plan | None = None) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["booth"]:
         sys.exit(booth_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["floor"]:
+        sys.exit(floor_main(sys.argv[2:]))
     main()

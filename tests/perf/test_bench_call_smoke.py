@@ -55,3 +55,10 @@ def test_a_short_run_prints_tables_with_numbers(capsys: pytest.CaptureFixture[st
     assert re.search(rf"^  CPU s/min: .*main \(Kivy \+ booth loop\) {NUMBER}", out, re.M), out
     assert re.search(rf"^  PSS MiB: .*GL \(Mesa, LLVM\) {NUMBER}", out, re.M), out
     assert re.search(rf"^  screen: +{NUMBER} clinician pictures/s shown", out, re.M), out
+    # The floors under the booth: the same measurement of its parts without a booth or a call.
+    for floor in bench_call.FLOORS.values():
+        row = re.search(
+            rf"^\| {re.escape(floor)} +\| +({NUMBER}) \| +({NUMBER}) \| +({NUMBER})x \|", out, re.M
+        )
+        assert row, out
+        assert float(row.group(2)) > 0 and float(row.group(3)) > 0, row.group(0)

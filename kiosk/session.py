@@ -600,6 +600,8 @@ def _emergency_wipe_done(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
 
 In = Intent
 S = State
+
+
 def _apply_bundle(b: Booth, e: Event) -> tuple[Booth, list[Effect]]:
     """Only a technician (PIN given) applies a staged bundle, and only one that was verified."""
     if b.bundle is not BundleState.READY:

@@ -725,9 +725,7 @@ class CallEngine:
                 leg = self._build_leg(call)
                 self._leg = leg
                 try:
-                    await leg.pc.setRemoteDescription(
-                        RTCSessionDescription(sdp=sdp, type="offer")
-                    )
+                    await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
                     await add_bundled_candidates(leg.pc, sdp)
                     await leg.pc.setLocalDescription(await leg.pc.createAnswer())
                 except Exception as exc:

@@ -72,6 +72,7 @@ def default_units() -> Path:
     """A checkout's ``systemd/`` when there is one, else the installed release's copy."""
     return REPO_UNITS if REPO_UNITS.is_dir() else INSTALLED_UNITS
 
+
 APT_ALWAYS = ("cage", "python3-venv", "pipewire", "wireplumber", "libspa-0.2-modules")
 APT_PI_ONLY = ("python3-lgpio", "python3-picamera2")
 """Only Raspberry Pi OS carries these; plain Debian (a test machine) has no Pi pins or camera."""

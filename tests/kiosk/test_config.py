@@ -1052,8 +1052,9 @@ def test_credential_file_is_optional_and_absolute() -> None:
 
 
 def _hub_with(path: Path) -> config.Hub:
-    return config.Hub(url="wss://hub.example.org/booth", certificate_sha256=FINGERPRINT,
-                      credential_file=path)
+    return config.Hub(
+        url="wss://hub.example.org/booth", certificate_sha256=FINGERPRINT, credential_file=path
+    )
 
 
 def test_credential_is_read_from_a_private_file(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ demo: deps
 
 lint: deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: deps
 	$(BIN)/mypy
@@ -44,6 +45,7 @@ pytest: deps
 
 test: deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

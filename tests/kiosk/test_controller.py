@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -163,28 +164,34 @@ def test_the_visit_object_is_dropped_when_the_visit_is_wiped() -> None:
 
 def test_idle_timers_run_in_real_time_and_reset_the_visit() -> None:
     c = Controller(
-        make_config(idle_warning_seconds=0.05, idle_reset_seconds=0.05), RecordingOutputs()
+        make_config(idle_warning_seconds=0.05, idle_reset_seconds=0.3), RecordingOutputs()
     )
 
-    async def scenario() -> list[State]:
+    async def until(what: Callable[[], bool], timeout: float = 5.0) -> float:
+        """Seconds until ``what`` holds (polled: a loaded machine only makes it later)."""
+        start = loop.time()
+        while not what():
+            assert loop.time() - start < timeout, "never happened"
+            await asyncio.sleep(0.01)
+            await c.settle()
+        return loop.time() - start
+
+    async def scenario() -> None:
         task = asyncio.create_task(c.run())
         c.post(Touch(Intent.START))
         await c.settle()
-        states = [c.booth.state]
-        await asyncio.sleep(0.08)
-        await c.settle()
-        states.append(c.booth.state)
-        warned = c.booth.idle_warning
-        await asyncio.sleep(0.1)
-        await c.settle()
-        await c.settle()
-        states.append(c.booth.state)
+        assert c.booth.state is State.NOTICE and not c.booth.idle_warning
+        warned_after = await until(lambda: c.booth.idle_warning)
+        assert c.booth.state is State.NOTICE, "a warning first, the visit still there"
+        reset_after = await until(lambda: c.booth.state is State.ATTRACT)
         c.stop()
         await task
-        assert warned
-        return states
+        assert warned_after >= 0.04, warned_after
+        assert reset_after >= 0.25, f"the reset waits its own time after the warning: {reset_after}"
 
-    assert asyncio.run(scenario()) == [State.NOTICE, State.NOTICE, State.ATTRACT]
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(scenario())
+    loop.close()
 
 
 def test_a_timer_that_fired_after_it_was_restarted_is_ignored() -> None:

@@ -846,6 +846,51 @@ def _booth_config(tmp: Path, hub: Hub, name: str, stun: list[str]) -> Path:
 # ---------------------------------------------------------------- the booth process
 
 
+def _child(
+    start: Callable[..., subprocess.Popen[Any]],
+    command: list[str],
+    *,
+    tmp: Path,
+    name: str,
+    display: str | None,
+    stdin: int,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[Any], int, Path]:
+    """``python -m tests.perf.bench_call COMMAND...`` started by ``start``, noting on a pipe.
+
+    Its own Kivy home, its stderr in ``tmp/NAME.log``, the X display only when
+    given. Returns the process, the read end of its notes pipe, and the log.
+    """
+    read, write = os.pipe()
+    env = {
+        **os.environ,
+        "BENCH_FD": str(write),
+        "KIVY_HOME": str(tmp / f"kivy-{name}"),
+        "KIVY_NO_ARGS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    for var in ("SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY"):
+        env.pop(var, None)
+    if display:
+        env["DISPLAY"] = display
+    env.update(extra_env or {})
+    log = tmp / f"{name}.log"
+    try:
+        with log.open("wb") as out:
+            proc = start(
+                [sys.executable, "-m", "tests.perf.bench_call", *command],
+                env=env,
+                cwd=ROOT,
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                pass_fds=(write,),
+            )
+    finally:
+        os.close(write)
+    return proc, read, log
+
+
 class BoothProcess:
     """The booth, started through :func:`booth_main`; what it notes arrives in ``events``."""
 
@@ -861,40 +906,21 @@ class BoothProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.window = window
-        read, write = os.pipe()
         name = (
             config_path.stem + ("-window" if window else "-headless") + (f"-{fps}" if fps else "")
         )
-        env = {
-            **os.environ,
-            "BENCH_FD": str(write),
-            "KIVY_HOME": str(tmp / f"kivy-{name}"),
-            "KIVY_NO_ARGS": "1",
-            "PYTHONPATH": str(ROOT),
-        }
-        for var in ("SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY"):
-            env.pop(var, None)
-        if window:
-            env["DISPLAY"] = display
-        env.update(extra_env or {})
-        argv = [sys.executable, "-m", "tests.perf.bench_call", "booth"]
-        argv += ["window" if window else "headless", str(config_path)]
+        command = ["booth", "window" if window else "headless", str(config_path)]
         if fps:
-            argv.append(str(fps))
-        self.log = tmp / f"booth-{name}.log"
-        try:
-            with self.log.open("wb") as log:
-                self.proc = lab.popen(
-                    argv,
-                    env=env,
-                    cwd=ROOT,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    pass_fds=(write,),
-                )
-        finally:
-            os.close(write)
+            command.append(str(fps))
+        self.proc, read, self.log = _child(
+            lab.popen,
+            command,
+            tmp=tmp,
+            name=f"booth-{name}",
+            display=display if window else None,
+            stdin=subprocess.PIPE,
+            extra_env=extra_env,
+        )
         self.events: list[dict[str, Any]] = []  # JSON objects from the booth
         self.state = ""
         self.pid = self.proc.pid
@@ -1410,31 +1436,14 @@ FLOORS = {
 
 async def _floor(clinic: Clinic, tmp: Path, config_path: Path, kind: str, display: str) -> Row:
     """A :func:`floor_main` process measured like a booth in a call, over the same window."""
-    read, write = os.pipe()
-    env = {
-        **os.environ,
-        "BENCH_FD": str(write),
-        "KIVY_HOME": str(tmp / f"kivy-floor-{kind}"),
-        "PYTHONPATH": str(ROOT),
-    }
-    for var in ("SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY"):
-        env.pop(var, None)
-    if kind != "imports":
-        env["DISPLAY"] = display
-    argv = [sys.executable, "-m", "tests.perf.bench_call", "floor", kind, str(config_path)]
-    try:
-        with (tmp / f"floor-{kind}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                pass_fds=(write,),
-            )
-    finally:
-        os.close(write)
+    proc, read, _log = _child(
+        subprocess.Popen,
+        ["floor", kind, str(config_path)],
+        tmp=tmp,
+        name=f"floor-{kind}",
+        display=None if kind == "imports" else display,
+        stdin=subprocess.DEVNULL,
+    )
 
     def first_line() -> bytes:
         with os.fdopen(read, "rb") as f:

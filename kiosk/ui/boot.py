@@ -28,6 +28,9 @@ def configure(
     os.environ["KIVY_NO_CONFIG"] = "1"  # ignore any config.ini a user left behind
     os.environ["KIVY_LOG_MODE"] = "PYTHON"  # Kivy logs through our allow-listed handlers
     os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+    # The booth shows no image files but Kivy's own PNGs, which SDL2 reads; without this Kivy
+    # also loads Pillow (about 2 MiB of memory for nothing).
+    os.environ.setdefault("KIVY_IMAGE", "sdl2")
     if "KIVY_HOME" not in os.environ:
         # Kivy insists on a home for icons; give it a throwaway one in RAM.
         base = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()

@@ -114,3 +114,18 @@ def test_call_pictures_are_drawn_without_blending_and_a_hidden_self_view_is_not_
         assert hidden["self_view"] == background, f"a hidden self-view is not drawn: {hidden}"
 
     asyncio.run(run_booth(scenario, remote=_BlueClinician()))
+
+
+def test_the_booth_window_loads_images_through_sdl2_alone() -> None:
+    """Kivy's own PNGs are all the booth shows: Pillow would be memory for nothing."""
+
+    async def scenario(p: Pilot) -> None:
+        import sys
+
+        from kivy.core.image import ImageLoader
+
+        assert [loader.__name__ for loader in ImageLoader.loaders] == ["ImageLoaderSDL2"]
+        assert "PIL" not in sys.modules
+        await p.press("start")  # screens still draw (Kivy's theme images come through SDL2)
+
+    asyncio.run(run_booth(scenario))

@@ -431,6 +431,18 @@ def _text_problem(what: str, value: str, max_chars: int = TEXT_MAX_CHARS) -> str
     return None
 
 
+def _check_booth(booth_id: str, *, name: str, site: str, address: str, room: str) -> None:
+    """A booth's id and the texts staff see about it (alerts name them), each checked."""
+    _check(booth_id_problem(booth_id))
+    for what, value in (
+        ("the booth's name", name),
+        ("the site name", site),
+        ("the street address", address),
+        ("the room", room),
+    ):
+        _check(_text_problem(what, value))
+
+
 def username_problem(username: str) -> str | None:
     """Why ``username`` cannot be a clinician's username, or None."""
     if isinstance(username, str) and _USERNAME.fullmatch(username):
@@ -773,14 +785,7 @@ class Store:
 
     def add_booth(self, booth_id: str, *, name: str, site: str, address: str, room: str) -> str:
         """Register a booth and return its credential: shown once, kept only as SHA-256."""
-        _check(booth_id_problem(booth_id))
-        for what, value in (
-            ("the booth's name", name),
-            ("the site name", site),
-            ("the street address", address),
-            ("the room", room),
-        ):
-            _check(_text_problem(what, value))
+        _check_booth(booth_id, name=name, site=site, address=address, room=room)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._write() as db:
             added = db.execute(
@@ -908,14 +913,7 @@ class Store:
         code live, but only after the code was found good, so a stranger
         without a code learns nothing about which booth ids exist.
         """
-        _check(booth_id_problem(booth_id))
-        for what, value in (
-            ("the booth's name", name),
-            ("the site name", site),
-            ("the street address", address),
-            ("the room", room),
-        ):
-            _check(_text_problem(what, value))
+        _check_booth(booth_id, name=name, site=site, address=address, room=room)
         if not isinstance(public_key, bytes) or len(public_key) != ED25519_KEY_BYTES:
             raise InvalidValueError(f"a booth's public key must be {ED25519_KEY_BYTES} bytes")
         code_hash = _sha256(_normalise_enrollment_code(code))

@@ -224,32 +224,28 @@ def _missing_field(b: Path, k: Path) -> None:
     edit_manifest(b, k, lambda m: m.pop("expires"))
 
 
-def _traversal_in_manifest(b: Path, k: Path) -> None:
+def _rename_in_manifest(b: Path, k: Path, old: str, new: str) -> None:
+    """The manifest lists ``old`` as ``new``, signed again with ``k``."""
+
     def change(m: dict[str, object]) -> None:
         files = m["files"]
         assert isinstance(files, dict)
-        files["../booth.toml"] = files.pop("booth.toml")
+        files[new] = files.pop(old)
 
     edit_manifest(b, k, change)
+
+
+def _traversal_in_manifest(b: Path, k: Path) -> None:
+    _rename_in_manifest(b, k, "booth.toml", "../booth.toml")
 
 
 def _absolute_in_manifest(b: Path, k: Path) -> None:
-    def change(m: dict[str, object]) -> None:
-        files = m["files"]
-        assert isinstance(files, dict)
-        files["/etc/passwd"] = files.pop("wifi.json")
-
-    edit_manifest(b, k, change)
+    _rename_in_manifest(b, k, "wifi.json", "/etc/passwd")
 
 
 def _unknown_file_in_manifest(b: Path, k: Path) -> None:
-    def change(m: dict[str, object]) -> None:
-        files = m["files"]
-        assert isinstance(files, dict)
-        files["run.sh"] = files.pop("wifi.json")
-
     (b / "wifi.json").rename(b / "run.sh")
-    edit_manifest(b, k, change)
+    _rename_in_manifest(b, k, "wifi.json", "run.sh")
 
 
 def _wrong_version(b: Path, k: Path) -> None:

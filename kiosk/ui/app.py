@@ -54,9 +54,9 @@ CALL_FPS = 15
 """The clinician's face in a call: looked for this often, and Kivy ticks at least this fast then.
 
 The screen is redrawn only when a new picture came (:mod:`kiosk.ui.video`).
-Without a GPU each redraw of the 1024x600 call screen costs about 16 ms of
+Without a GPU each redraw of the 1024x600 call screen costs about 12 ms of
 CPU (``tests/perf/bench_call.py``), so every picture a second costs about
-1 CPU second a call-minute: asked for 25, Mesa's llvmpipe managed 8 to 14
+0.7 CPU seconds a call-minute: asked for 25, Mesa's llvmpipe managed 8 to 14
 and took most of a core. 15 is a usual rate for a face in a video visit.
 """
 SELF_VIEW_EVERY = 3

@@ -2,9 +2,10 @@
 
 Without a GPU (Mesa's llvmpipe on a laptop or in CI) every redraw of the
 window costs the CPU far more than the picture in it: measured by
-``tests/perf/bench_call.py``, about 50 ms of CPU a frame for a 1024x600
-call screen, a tenth of that for uploading the picture. So the screen is
-redrawn only when a picture it shows changed, never because the clock ticked.
+``tests/perf/bench_call.py``, about 12 ms of CPU a frame for a 1024x600
+call screen (llvmpipe and Kivy together), of which uploading the picture is
+well under one. So the screen is redrawn only when a picture it shows
+changed, never because the clock ticked.
 """
 
 from __future__ import annotations

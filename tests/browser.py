@@ -67,6 +67,7 @@ from playwright.async_api import BrowserContext as AsyncBrowserContext
 from playwright.async_api import async_playwright
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
+from tests.needs import need
 from tests.netlab import NetLab, Netns, call_in
 
 CHROMIUM = "/usr/bin/chromium"
@@ -122,12 +123,10 @@ CHROMIUM_ARGS = (
 
 def require_chromium() -> None:
     """Skip (outside CI) or fail (in CI) when Debian's chromium is not installed."""
-    if Path(CHROMIUM).exists():
-        return
-    why = f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)"
-    if os.environ.get("CI"):
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
+    need(
+        Path(CHROMIUM).exists(),
+        f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
+    )
 
 
 # Chromium applies the rules to IP literals too: let the lab's own addresses through.

@@ -7,13 +7,13 @@ benchmark's to print (``make bench``), never a test's to assert.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 
 import pytest
 
 from tests.browser import require_chromium
+from tests.needs import need
 from tests.perf import bench_call
 
 
@@ -21,11 +21,7 @@ from tests.perf import bench_call
 def _parts() -> None:
     """Skip (outside CI) or fail (in CI, which installs them) without chromium and Xvfb."""
     require_chromium()
-    if shutil.which("Xvfb") is None:
-        why = "Xvfb is missing: `make apt` installs it"
-        if os.environ.get("CI"):
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+    need(shutil.which("Xvfb") is not None, "Xvfb is missing: `make apt` installs it")
 
 
 NUMBER = r"\d+(?:\.\d+)?"

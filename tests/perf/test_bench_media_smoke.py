@@ -8,13 +8,13 @@ numbers come out is checked: timings are the benchmark's to print
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 
 import pytest
 
 from tests.browser import require_chromium
+from tests.needs import need
 from tests.perf import bench_media
 
 
@@ -22,11 +22,7 @@ from tests.perf import bench_media
 def _parts() -> None:
     """Skip (outside CI) or fail (in CI, which installs them) without chromium and Xvfb."""
     require_chromium()
-    if shutil.which("Xvfb") is None:
-        why = "Xvfb is missing: `make apt` installs it"
-        if os.environ.get("CI"):
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+    need(shutil.which("Xvfb") is not None, "Xvfb is missing: `make apt` installs it")
 
 
 NUMBER = r"\d+(?:\.\d+)?"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -10,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.needs import need
 
 UNITS = Path(__file__).resolve().parents[3] / "systemd"
 SERVICE = UNITS / "telehealth-kiosk-update.service"
@@ -22,11 +23,7 @@ ANALYZE = shutil.which("systemd-analyze")
 @pytest.fixture
 def needs_analyze() -> None:
     """systemd-analyze: a skip outside CI without it, a failure in CI (which installs it)."""
-    if ANALYZE is None:
-        why = "systemd-analyze not found: `apt-get install systemd`"
-        if os.environ.get("CI"):
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+    need(ANALYZE is not None, "systemd-analyze not found: `apt-get install systemd`")
 
 
 HARDENING = re.compile(
